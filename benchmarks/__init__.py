@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of densemed against reference implementations (MONAI, TorchIO)."""

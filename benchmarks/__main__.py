@@ -1,0 +1,73 @@
+"""Run every ``benchmarks/bench_*.py`` and write ``benchmarks/RESULTS.md``.
+
+Usage: ``python -m benchmarks [--quick] [--only NAME ...] [--no-write]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import pkgutil
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks.harness import HEADER, Row, fmt_row
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    """One line describing this machine and library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{dev}, Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller cases")
+    ap.add_argument("--only", nargs="*", help="module names, e.g. unet losses")
+    ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
+    args = ap.parse_args(argv)
+    mods = sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
+    if args.only:
+        mods = [m for m in mods if m.removeprefix("bench_") in args.only]
+    sections: list[str] = []
+    for name in mods:
+        mod = importlib.import_module(f"benchmarks.{name}")
+        print(f"## {name}", flush=True)
+        rows: list[Row] = mod.run(args.quick)
+        lines = [HEADER] + [fmt_row(r) for r in rows]
+        text = "\n".join(lines)
+        print(text, flush=True)
+        notes = getattr(mod, "NOTES", "")
+        sections.append(f"## {name.removeprefix('bench_')}\n\n{(mod.__doc__ or '').strip()}\n\n{text}\n\n{notes}".rstrip())
+    if not args.no_write and not args.only:
+        stamp = datetime.date.today().isoformat()
+        out = (
+            f"# Benchmark results\n\nMeasured {stamp} on: {machine()}.\n"
+            "Each case runs densemed and the reference alternately in one process; times are "
+            "min / median over the repeats; ratio = reference median / densemed median (> 1: densemed faster).\n\n"
+            + "\n\n".join(sections)
+            + "\n"
+        )
+        (HERE / "RESULTS.md").write_text(out)
+        print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Networks: one per module, each registered by name.
+
+Every network takes ``in_channels`` and ``out_channels`` (and ``dims`` where it supports 2D and
+3D) and returns logits ``(B, out_channels, *S)`` for an input ``(B, in_channels, *S)`` of any
+spatial size ``S``. Auxiliary outputs (deep supervision, stages, task heads) are returned only
+in training mode; in eval mode every network returns its main logits tensor.
+
+Modules are imported here explicitly so that registration never depends on what a user imported.
+"""
+
+from densemed.nets import unet  # noqa: F401
+from densemed.nets._aux import all_outputs, wants_aux
+from densemed.nets.registry import build, count_parameters, info, names, register
+
+__all__ = ["all_outputs", "wants_aux", "build", "count_parameters", "info", "names", "register"]

@@ -1,0 +1,32 @@
+"""Shared fixtures: the real-data root and small synthetic inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def data_root() -> Path:
+    """``$DENSEMED_DATA``, else ``../shared/data`` relative to the repository root."""
+    env = os.environ.get("DENSEMED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """Root of the real datasets; skips the test with a reason when absent."""
+    root = data_root()
+    if not (root / "isbi2012_em").is_dir():
+        pytest.skip(f"real data not found at {root} (set DENSEMED_DATA)")
+    return root
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
