@@ -1,0 +1,204 @@
+"""The ``densemed`` console script: one entry point, subcommands, heavy imports inside commands.
+
+Bad input (a missing or unreadable file, an unknown config key, a mismatched checkpoint) ends
+with one line ``densemed: error: ...`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from densemed.errors import DensemedError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from densemed import config
+    from densemed.train import train
+
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise DensemedError(f"{run}: not a run folder (no config.yaml)")
+        if not (run / "last.pt").is_file():
+            raise DensemedError(f"{run}: no last.pt to resume from")
+        cfg = config.load(args.config or run / "config.yaml", args.set + [f"train.out={run}"])
+    else:
+        cfg = config.load(args.config, args.set)
+    if args.device:
+        cfg.train.device = args.device
+    result = train(cfg, resume=bool(args.resume))
+    print(f"run: {result.out}  epochs: {result.epochs}  best val score: {result.best:.4f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from densemed.infer.predict import list_inputs, model_from_checkpoint, predict_paths
+    from densemed.train.checkpoint import load
+    from densemed.train.loop import resolve_device
+
+    device = resolve_device(args.device or "auto")
+    ckpt = load(args.checkpoint, device)
+    model, cfg = model_from_checkpoint(ckpt, args.checkpoint, device)
+    if args.overlap is not None:
+        cfg.infer.overlap = args.overlap
+    inputs = list_inputs(args.input)
+    instances = None
+    if args.instances:
+        from densemed.infer.instances import instance_callback
+
+        instances = instance_callback(cfg, args.instance_method)
+    written = predict_paths(model, cfg, inputs, args.output, device, args.tta, args.probabilities, instances)
+    print(f"wrote {len(written)} prediction(s) to {args.output}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from densemed.metrics.evaluate import evaluate_folders, format_table
+
+    label_map = _parse_label_map(args.label_map) if args.label_map else None
+    if args.task == "sr":
+        from densemed.metrics.image_quality import evaluate_sr_folders, format_sr_table
+
+        result = evaluate_sr_folders(args.pred, args.truth, baseline=args.baseline)
+        print(format_sr_table(result))
+    elif args.instances:
+        from densemed.metrics.instance import evaluate_instance_folders, format_instance_table
+
+        result = evaluate_instance_folders(args.pred, args.truth)
+        print(format_instance_table(result))
+    else:
+        result = evaluate_folders(args.pred, args.truth, num_classes=args.num_classes, label_map=label_map)
+        print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _parse_label_map(text: str) -> dict[int, int]:
+    try:
+        return {int(k): int(v) for k, v in (item.split(":") for item in text.split(","))}
+    except ValueError:
+        raise DensemedError(f"--label-map: expected RAW:CLASS pairs like '0:1,255:0', got {text!r}") from None
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from densemed import nets
+
+    print(f"{'name':<16} {'dims':<6} {'parameters':>14}  description")
+    for name in nets.names():
+        entry = nets.info(name)
+        kwargs = {"dims": entry.dims[0]} if "dims" in entry.builder.__code__.co_varnames else {}
+        with torch.device("meta"):  # counts without allocating 250 M floats
+            count = nets.count_parameters(nets.build(name, **kwargs))
+        dims = "/".join(f"{d}D" for d in entry.dims)
+        print(f"{name:<16} {dims:<6} {count:>14,}  {entry.summary}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from densemed.demo import run_demo
+
+    return run_demo(args.out, args.data, args.budget, args.device)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks").is_dir():
+        raise DensemedError(f"{root}: benchmarks/ not found (run from a source checkout)")
+    sys.path.insert(0, str(root))
+    from benchmarks.__main__ import main as bench_main
+
+    return bench_main(args.rest)
+
+
+def _cmd_augment_preview(args: argparse.Namespace) -> int:
+    from densemed.augment.preview import preview_from_source
+
+    preview_from_source(args.source, n=args.n, out=args.out, overrides=args.set)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    from densemed import __version__
+
+    p = argparse.ArgumentParser(prog="densemed", description="Dense prediction networks for medical image segmentation.")
+    p.add_argument("--version", action="version", version=f"densemed {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train from a YAML recipe")
+    t.add_argument("config", nargs="?", help="recipe YAML (configs/*.yaml); without it the defaults plus --set")
+    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe keys, e.g. train.epochs=3")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (overrides train.device)")
+    t.set_defaults(fn=_cmd_train)
+
+    pr = sub.add_parser("predict", help="predict label maps for a file or a folder")
+    pr.add_argument("--checkpoint", required=True, help="RUN/best.pt (or a run folder)")
+    pr.add_argument("--input", required=True, help="an image file or a folder of images")
+    pr.add_argument("--output", required=True, help="output folder")
+    pr.add_argument("--tta", action="store_true", default=None, help="average over flips (test-time augmentation)")
+    pr.add_argument("--probabilities", action="store_true", help="also write the foreground probability map")
+    pr.add_argument("--overlap", type=float, help="sliding-window overlap (default from the recipe, 0.5)")
+    pr.add_argument("--instances", action="store_true", help="write instance label maps (touching objects separated)")
+    pr.add_argument("--instance-method", default=None, help="components | watershed | dcan | deepdistance (default by network)")
+    pr.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    pr.set_defaults(fn=_cmd_predict)
+
+    e = sub.add_parser("evaluate", help="score predicted label maps against the truth")
+    e.add_argument("--pred", required=True, help="folder of predictions")
+    e.add_argument("--truth", required=True, help="folder of ground-truth label maps (same stems)")
+    e.add_argument("--json", help="write the results as JSON to this file")
+    e.add_argument("--num-classes", type=int, help="number of classes (default: from the data)")
+    e.add_argument("--label-map", help="raw truth value -> class, e.g. '0:1,255:0' (ISBI membranes)")
+    e.add_argument("--instances", action="store_true", help="object-level scores (F1, object Dice/Hausdorff, AJI, PQ)")
+    e.add_argument("--task", choices=["segmentation", "sr"], default="segmentation", help="sr: PSNR and SSIM")
+    e.add_argument("--baseline", help="with --task sr: folder of baseline (e.g. tricubic) volumes to score alongside")
+    e.set_defaults(fn=_cmd_evaluate)
+
+    m = sub.add_parser("models", help="list the registered networks with their parameter counts")
+    m.set_defaults(fn=_cmd_models)
+
+    d = sub.add_parser("demo", help="train a small U-Net on generated touching cells, evaluate, write overlay.png")
+    d.add_argument("--out", default="runs/demo", help="output folder")
+    d.add_argument("--data", help="a real data folder (images/ + labels/) instead of the generated cells")
+    d.add_argument("--budget", type=float, default=90.0, help="training time budget in seconds")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(fn=_cmd_demo)
+
+    b = sub.add_parser("bench", help="run benchmarks/ (python -m benchmarks) from a source checkout")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
+    b.set_defaults(fn=_cmd_bench)
+
+    a = sub.add_parser("augment-preview", help="write a grid of augmented samples with label contours")
+    a.add_argument("source", help="a recipe YAML or a data folder")
+    a.add_argument("--n", type=int, default=8, help="number of samples")
+    a.add_argument("--out", default="grid.png", help="output PNG")
+    a.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    a.set_defaults(fn=_cmd_augment_preview)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except DensemedError as exc:
+        print(f"densemed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("densemed: interrupted; checkpoints written so far are intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

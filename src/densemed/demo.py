@@ -1,0 +1,98 @@
+"""``densemed demo``: the main job end to end on an embedded default.
+
+Generates 48 images of touching cells (:mod:`densemed.data.synthetic`), trains a small U-Net
+(base width 16, depth 3) on 38 of them within a time budget (90 s by default), predicts the 10
+held-out images with sliding windows, prints their Dice and writes ``overlay.png`` (image, truth,
+prediction). With ``--data DIR`` the same happens on a real folder of images and labels.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from densemed import config
+from densemed.config import Config
+from densemed.errors import DensemedError
+
+
+def demo_config(out: str, data: str | None, budget: float, device: str) -> Config:
+    """The demo recipe: synthetic cells, or a real folder with dims and classes read from it."""
+    raw: dict = {
+        "model": {"name": "unet", "base_width": 16, "depth": 3},
+        "loss": {"name": "dice_ce"},
+        "train": {"epochs": 200, "lr": 3e-3, "time_budget_s": budget, "out": out, "device": device, "scheduler": "none"},
+        "data": {"batch_size": 8, "samples_per_epoch": 64, "val_fraction": 0.2},
+    }
+    if data is None:
+        raw["data"].update({"synthetic": {"n": 48, "size": 128, "seed": 0}, "patch_size": [128, 128]})
+        return config.from_dict(raw, "demo")
+    from densemed.data.dataset import discover_pairs
+    from densemed.data.io import read_label
+
+    root = config.resolve_data_root(data)
+    pairs = discover_pairs(root)
+    label, _ = read_label(pairs[0][2])
+    values = set(np.unique(label).tolist())
+    dims = label.ndim
+    raw["data"].update(
+        {
+            "root": str(root),
+            "dims": dims,
+            "num_classes": 2 if values <= {0, 1} or values <= {0, 255} else int(max(values)) + 1,
+            "patch_size": [min(128, s) for s in label.shape] if dims == 2 else [min(32, s) for s in label.shape],
+        }
+    )
+    if dims == 3:
+        raw["model"]["base_width"] = 8
+        raw["data"]["batch_size"] = 2
+    return config.from_dict(raw, str(root))
+
+
+def run_demo(out: str = "runs/demo", data: str | None = None, budget: float = 90.0, device: str = "auto") -> int:
+    """Train, evaluate on the held-out split, print the Dice, write ``overlay.png``; returns 0."""
+    from densemed.infer.overlay import save_overlay
+    from densemed.infer.predict import predict_probabilities, to_labels
+    from densemed.metrics.confusion import confusion, dice
+    from densemed.train import Trainer
+
+    out_path = Path(out)
+    if (out_path / "last.pt").exists():
+        import shutil
+
+        shutil.rmtree(out_path)  # the demo always starts afresh in its own folder
+    cfg = demo_config(out, data, budget, device)
+    tic = time.perf_counter()
+    trainer = Trainer(cfg)
+    src = "generated touching cells" if cfg.data.synthetic else cfg.data.root
+    print(
+        f"demo: {len(trainer.train_cases)} training / {len(trainer.val_cases)} held-out images ({src}); "
+        f"U-Net base width {cfg.model['base_width']}, {budget:g} s budget on {trainer.device}"
+    )
+    result = trainer.fit()
+    model = trainer.model.eval()
+    scores = []
+    best_overlay = None
+    k = max(cfg.data.num_classes, 2)
+    for case in trainer.val_cases:
+        x = torch.from_numpy(case.image)[None]
+        pred = to_labels(predict_probabilities(model, x, cfg, trainer.device))[0]
+        d = np.asarray(dice(confusion(pred, torch.from_numpy(case.label), k)))[1:]
+        scores.append(d)
+        if best_overlay is None:
+            best_overlay = (case.image[0], case.label, pred.numpy())
+    if not scores:
+        raise DensemedError("demo: no held-out images (the data folder needs at least 2 pairs)")
+    mean = np.mean(scores, axis=0)
+    assert best_overlay is not None
+    overlay = out_path / "overlay.png"
+    save_overlay(*best_overlay, overlay)
+    per_class = ", ".join(f"class {i + 1}: {v:.3f}" for i, v in enumerate(mean))
+    print(
+        f"held-out Dice {mean.mean():.3f} ({per_class}) on {len(scores)} images after {result.epochs} epochs, "
+        f"{time.perf_counter() - tic:.0f} s; overlay: {overlay}"
+    )
+    return 0

@@ -1,0 +1,66 @@
+"""Checkpoints: the recipe and state dicts, written atomically, loaded with clear errors.
+
+A checkpoint is a dict ``{"config", "net", "model", "optimizer", "scheduler", "epoch",
+"best", "rng", "version"}`` saved with ``torch.save``; the model is rebuilt from the recipe, so
+no pickled objects are needed. Writes go to a temporary file in the same folder and are then
+renamed over the target (``os.replace`` is atomic on POSIX), so a kill at any moment leaves
+either the old or the new checkpoint, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from densemed.errors import DensemedError
+from densemed.typing import PathType
+
+
+def save_atomic(obj: dict[str, Any], path: PathType) -> None:
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load(path: PathType, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a densemed checkpoint; a missing, truncated or foreign file raises DensemedError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    if not path.is_file():
+        raise DensemedError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DensemedError(f"{path}: cannot read checkpoint ({msg})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise DensemedError(f"{path}: not a densemed checkpoint (no 'model' and 'config' entries)")
+    return ckpt
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: PathType, net_name: str, ckpt_net: str | None) -> None:
+    """Load weights, turning a mismatch into a one-line error naming both architectures."""
+    if ckpt_net is not None and ckpt_net != net_name:
+        raise DensemedError(f"{path}: checkpoint holds a {ckpt_net!r} network, but the recipe builds {net_name!r}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise DensemedError(
+            f"{path}: weights do not fit the {net_name!r} network built from the recipe "
+            f"(different architecture or widths): {first}"
+        ) from None

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from densemed import config
+from densemed.data.dataset import PatchDataset, discover_pairs, load_cases, map_labels
+from densemed.errors import DensemedError
+
+
+def _folder(tmp_path, n=3, size=(20, 24), label_fn=None):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, size).astype(np.uint8)).save(tmp_path / "images" / f"c{i}.png")
+        lab = (label_fn or (lambda r: (r.random(size) > 0.7).astype(np.uint8) * 255))(rng)
+        Image.fromarray(lab).save(tmp_path / "labels" / f"c{i}.png")
+    return tmp_path
+
+
+def _cfg(root, *extra):
+    return config.load(None, [f"data.root={root}", "data.patch_size=[16,16]", *extra])
+
+
+def test_binary_0_255_labels_map_to_classes_0_1(tmp_path):
+    train, val = load_cases(_cfg(_folder(tmp_path)))
+    for case in train + val:
+        assert set(np.unique(case.label)) <= {0, 1}
+
+
+def test_image_without_label_is_named(tmp_path):
+    root = _folder(tmp_path)
+    (root / "labels" / "c1.png").unlink()
+    with pytest.raises(DensemedError, match=r"c1\.png: no label file"):
+        discover_pairs(root)
+
+
+def test_empty_image_folder_is_an_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(DensemedError, match="no images found"):
+        discover_pairs(tmp_path)
+
+
+def test_label_of_other_size_is_named(tmp_path):
+    root = _folder(tmp_path)
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "labels" / "c2.png")
+    with pytest.raises(DensemedError, match=r"c2\.png: label size \(5, 5\) differs"):
+        load_cases(_cfg(root))
+
+
+def test_label_values_outside_the_classes_are_named(tmp_path):
+    root = _folder(tmp_path, label_fn=lambda r: r.integers(0, 4, (20, 24)).astype(np.uint8))
+    with pytest.raises(DensemedError, match="outside the 2 configured classes"):
+        load_cases(_cfg(root))
+
+
+def test_label_map_inverts_isbi_convention():
+    d = config.load(None, ["data.label_map={0: 1, 255: 0}"]).data
+    out = map_labels(np.array([[0, 255], [255, 0]]), d, "x.png")
+    np.testing.assert_array_equal(out, [[1, 0], [0, 1]])
+
+
+def test_patches_are_reproducible_per_epoch_and_differ_between_epochs(tmp_path):
+    train, _ = load_cases(_cfg(_folder(tmp_path)))
+    ds = PatchDataset(train, [16, 16], 0.5, 4, seed=3)
+    a = ds[1]["image"].clone()
+    assert ds[1]["image"].equal(a)
+    ds.set_epoch(1)
+    assert not ds[1]["image"].equal(a)
+
+
+def test_foreground_fraction_one_centres_every_patch_on_foreground(tmp_path):
+    def one_dot(r):
+        lab = np.zeros((20, 24), np.uint8)
+        lab[3, 20] = 255
+        return lab
+
+    train, _ = load_cases(_cfg(_folder(tmp_path, label_fn=one_dot), "data.patch_size=[4,4]", "data.val_fraction=0"))
+    ds = PatchDataset(train, [4, 4], 1.0, 20)
+    assert all(int(ds[i]["label"].sum()) == 1 for i in range(20))
+
+
+def test_images_smaller_than_the_patch_are_zero_padded(tmp_path):
+    train, _ = load_cases(_cfg(_folder(tmp_path, size=(10, 12)), "data.patch_size=[16,16]"))
+    s = PatchDataset(train, [16, 16], 0.0, 1)[0]
+    assert s["image"].shape == (1, 16, 16) and s["label"].shape == (1, 16, 16)
+    assert float(s["image"][0, 0].abs().sum()) == 0.0  # padded row
