@@ -118,6 +118,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def _cmd_degrade(args: argparse.Namespace) -> int:
+    from densemed.data.io import read_image, split_name, write_float
+    from densemed.data.sr import degrade
+    from densemed.infer.predict import list_inputs
+
+    files = list_inputs(args.input)
+    for path in files:
+        image, meta = read_image(path)
+        if image.ndim != 4:
+            raise DensemedError(f"{path}: thick-slice simulation needs a 3D volume, got shape {image.shape[1:]}")
+        stem, suffix = split_name(path)
+        write_float(Path(args.output) / f"{stem}{suffix}", degrade(image[0], args.factor, args.axis), meta)
+    print(f"wrote {len(files)} thick-slice volume(s), factor {args.factor} along axis {args.axis}, to {args.output}")
+    return 0
+
+
 def _cmd_augment_preview(args: argparse.Namespace) -> int:
     from densemed.augment.preview import preview_from_source
 
@@ -177,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run benchmarks/ (python -m benchmarks) from a source checkout")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
     b.set_defaults(fn=_cmd_bench)
+
+    g = sub.add_parser("degrade", help="simulate thick slices (block average + tricubic back to the grid) for super-resolution")
+    g.add_argument("--input", required=True, help="a NIfTI volume or a folder of them (high resolution)")
+    g.add_argument("--output", required=True, help="output folder: the tricubic baseline, and the input of predict")
+    g.add_argument("--factor", type=int, default=2, help="slice thickness factor")
+    g.add_argument("--axis", type=int, default=2, help="slice axis of the volume")
+    g.set_defaults(fn=_cmd_degrade)
 
     a = sub.add_parser("augment-preview", help="write a grid of augmented samples with label contours")
     a.add_argument("source", help="a recipe YAML or a data folder")

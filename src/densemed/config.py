@@ -4,7 +4,8 @@ A recipe has sections ``data``, ``model``, ``loss``, ``augment``, ``train``, ``i
 ``task`` (``segmentation`` or ``sr`` for super-resolution). ``data``, ``train`` and ``infer`` are
 typed: an unknown key is rejected with the closest valid key suggested. ``model`` and ``loss`` hold
 a ``name`` plus the keyword arguments of that network or loss (checked by its builder);
-``augment`` is the dict given to :func:`densemed.augment.build` (``null`` turns augmentation off).
+``augment`` is the dict given to :func:`densemed.augment.build`; a recipe without the section
+gets :data:`densemed.augment.DEFAULT_AUGMENT`, and ``augment: null`` turns augmentation off.
 
 Overrides use dotted keys with YAML values: ``--set train.epochs=3 data.patch_size=[128,128]``.
 """
@@ -90,6 +91,16 @@ class InferConfig:
     sw_batch_size: int = 4
     window: list[int] | None = None  # default: data.patch_size
     blend: str = "gaussian"  # gaussian | constant
+    #: instance post-processing for ``predict --instances``: {method: ..., **params}
+    instances: dict[str, Any] | None = None
+
+
+def _default_augment() -> dict[str, Any]:
+    import copy
+
+    from densemed.augment.compose import DEFAULT_AUGMENT
+
+    return copy.deepcopy(DEFAULT_AUGMENT)
 
 
 @dataclass
@@ -100,7 +111,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"name": "unet"})
     loss: dict[str, Any] = field(default_factory=lambda: {"name": "dice_ce"})
-    augment: dict[str, Any] | None = field(default_factory=dict)
+    augment: dict[str, Any] | None = field(default_factory=_default_augment)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
 

@@ -24,6 +24,7 @@ def demo_config(out: str, data: str | None, budget: float, device: str) -> Confi
     raw: dict = {
         "model": {"name": "unet", "base_width": 16, "depth": 3},
         "loss": {"name": "dice_ce"},
+        "augment": {"flip": {"p": 0.5}, "rot90": {"p": 0.5}},
         "train": {"epochs": 200, "lr": 3e-3, "time_budget_s": budget, "out": out, "device": device, "scheduler": "none"},
         "data": {"batch_size": 8, "samples_per_epoch": 64, "val_fraction": 0.2},
     }

@@ -86,3 +86,15 @@ def test_images_smaller_than_the_patch_are_zero_padded(tmp_path):
     s = PatchDataset(train, [16, 16], 0.0, 1)[0]
     assert s["image"].shape == (1, 16, 16) and s["label"].shape == (1, 16, 16)
     assert float(s["image"][0, 0].abs().sum()) == 0.0  # padded row
+
+
+def test_binary_mask_where_instances_are_required_is_named(tmp_path):
+    def two_blobs(r):
+        lab = np.zeros((20, 24), np.uint8)
+        lab[2:6, 2:6] = 255
+        lab[10:15, 10:15] = 255
+        return lab
+
+    root = _folder(tmp_path, label_fn=two_blobs)
+    with pytest.raises(DensemedError, match=r"c0\.png"):
+        load_cases(_cfg(root, "data.instances=true"))

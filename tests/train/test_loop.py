@@ -17,6 +17,7 @@ TINY = [
     "model.base_width=4",
     "model.depth=2",
     "train.progress=false",
+    "augment=null",
 ]
 
 

@@ -69,9 +69,9 @@ def discover_images(root: Path, image_dir: str = "images") -> list[tuple[str, Pa
 def map_labels(label: np.ndarray, cfg: DataConfig, path: Path | str) -> np.ndarray:
     """Raw label values -> class indices (see ``DataConfig.label_map``); checks the range."""
     if cfg.instances:
-        if label.min() < 0:
-            raise DensemedError(f"{path}: instance ids must be >= 0, found {label.min()}")
-        return (label > 0).astype(np.int64)
+        from densemed.targets import check_instances
+
+        return (check_instances(label, path) > 0).astype(np.int64)
     values = np.unique(label)
     lut = cfg.label_map
     if lut is None and cfg.num_classes == 2 and set(values.tolist()) <= {0, 255}:

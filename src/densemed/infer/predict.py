@@ -18,7 +18,7 @@ from torch import nn
 
 from densemed.config import Config, from_dict
 from densemed.data.io import is_supported, read_image, split_name, write_float, write_label
-from densemed.data.normalize import normalize
+from densemed.data.normalize import intensity_params, normalize
 from densemed.errors import DensemedError
 from densemed.infer.sliding_window import flip_tta, sliding_window
 from densemed.typing import PathType
@@ -111,13 +111,15 @@ def predict_paths(
 
             image = _resample(image, meta.spacing, cfg.data.target_spacing, order=1)
         x = torch.from_numpy(normalize(image, cfg.data.normalize, cfg.data.percentiles, cfg.data.window))[None]
+        shift, scale, _ = intensity_params(image, cfg.data.normalize, cfg.data.percentiles, cfg.data.window)
         probs = predict_probabilities(model, x, cfg, device, tta)
         if tuple(probs.shape[2:]) != tuple(orig):  # back to the input grid after resampling
             probs = F.interpolate(probs, size=orig, mode="trilinear" if cfg.data.dims == 3 else "bilinear")
         stem, suffix = split_name(path)
         if cfg.task == "sr":
             target = out_dir / f"{stem}{suffix if meta.format in ('nifti', 'tiff') else '.tif'}"
-            write_float(target, probs[0, 0].numpy(), meta)
+            # back to the input's intensities: the network works on normalised ones
+            write_float(target, probs[0, 0].numpy() * scale[0] + shift[0], meta)
             written.append(target)
             log(f"{path.name} -> {target}")
             continue

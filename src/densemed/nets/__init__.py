@@ -9,6 +9,14 @@ Modules are imported here explicitly so that registration never depends on what 
 """
 
 from densemed.nets import unet  # noqa: F401
+from densemed.nets import fcn  # noqa: F401
+from densemed.nets import deconvnet  # noqa: F401
+from densemed.nets import attentionboost  # noqa: F401
+from densemed.nets import unet3d_ds  # noqa: F401
+from densemed.nets import vnet  # noqa: F401
+from densemed.nets import voxresnet  # noqa: F401
+from densemed.nets import deepresolve  # noqa: F401
+from densemed.nets import multitask, dcan, deepdistance  # noqa: F401
 from densemed.nets._aux import all_outputs, wants_aux
 from densemed.nets.registry import build, count_parameters, info, names, register
 

@@ -1,0 +1,14 @@
+"""Target encodings: instance label map -> training targets (weight maps, contours, distances).
+
+``build(name, **params)`` returns ``f(instances, spacing) -> np.ndarray float32 (*S)``; recipes ask
+for them under ``data.targets: {<batch key>: {name: ..., **params}}``. ``names()`` lists them.
+
+Modules are imported here explicitly so that registration never depends on what a user imported.
+"""
+
+from densemed.targets import weights  # noqa: F401
+from densemed.targets import contours, distance  # noqa: F401
+from densemed.targets.validate import check_instances  # noqa: F401
+from densemed.targets.registry import build, names, register
+
+__all__ = ["build", "names", "register"]

@@ -1,0 +1,97 @@
+"""The network contract, checked for every registered network at its ``small`` preset.
+
+For each ``densemed.nets.names()`` and each of its ``dims``: logits of the input's exact spatial size
+for odd sizes, no NaNs, every parameter receives a gradient (training mode, every output used),
+eval mode deterministic and returning one tensor. Plus the registry's own behaviour.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+import densemed.nets as nets
+from densemed.errors import DensemedError
+
+SIZES = {2: [(97, 131), (300, 200)], 3: [(19, 23, 17)]}
+CASES = [(name, d) for name in nets.names() for d in nets.info(name).dims]
+
+
+def _build(name: str, dims: int, in_channels: int = 1, out_channels: int = 2) -> torch.nn.Module:
+    entry = nets.info(name)
+    kw = dict(entry.small)
+    kw.update(in_channels=in_channels, out_channels=out_channels)
+    if "dims" in inspect.signature(entry.builder).parameters:
+        kw["dims"] = dims
+    torch.manual_seed(0)
+    return nets.build(name, **kw)
+
+
+def _tensors(out: object) -> list[torch.Tensor]:
+    """Every tensor in a network output: tensor, list, or dict of those."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    raise TypeError(f"unexpected output type {type(out)}")
+
+
+@pytest.mark.parametrize(("name", "dims"), CASES)
+def test_eval_output_is_one_tensor_of_input_size_without_nans(name, dims):
+    net = _build(name, dims, in_channels=2, out_channels=3).eval()
+    for size in SIZES[dims]:
+        with torch.no_grad():
+            y = net(torch.randn(1, 2, *size))
+        assert isinstance(y, torch.Tensor), f"{name}: eval mode must return one tensor"
+        assert y.shape == (1, 3, *size)
+        assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(("name", "dims"), CASES)
+def test_every_parameter_gets_a_gradient(name, dims):
+    net = _build(name, dims).train()
+    size = SIZES[dims][0]
+    out = net(torch.randn(2, 1, *size))
+    loss = sum(t.float().mean() for t in _tensors(out))
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{name}: no gradient for {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(("name", "dims"), CASES)
+def test_eval_is_deterministic(name, dims):
+    net = _build(name, dims).eval()
+    x = torch.randn(1, 1, *SIZES[dims][0])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x), rtol=0, atol=0)
+
+
+def test_unknown_name_raises_with_closest_match():
+    with pytest.raises(DensemedError, match="did you mean 'fcn8s'"):
+        nets.build("fcn8")
+    with pytest.raises(DensemedError, match="unknown network 'zzz'"):
+        nets.info("zzz")
+
+
+def test_unknown_option_raises_with_closest_match():
+    with pytest.raises(DensemedError, match="did you mean 'base_width'"):
+        nets.build("fcn8s", base_widht=8)
+
+
+def test_duplicate_registration_raises_and_keeps_the_original():
+    original = nets.info("unet").builder
+    with pytest.raises(ValueError, match="registered twice"):
+        nets.register("unet")(lambda **kw: torch.nn.Identity())
+    assert nets.info("unet").builder is original
+
+
+def test_every_network_has_a_summary_and_supported_dims():
+    for name in nets.names():
+        entry = nets.info(name)
+        assert entry.summary, f"{name}: builder needs a docstring"
+        assert set(entry.dims) <= {2, 3} and entry.dims
