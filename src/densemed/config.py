@@ -13,7 +13,6 @@ Overrides use dotted keys with YAML values: ``--set train.epochs=3 data.patch_si
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from densemed.errors import DensemedError
+from densemed.registry import closest
 from densemed.typing import PathType
 
 
@@ -125,11 +125,6 @@ _FREE = ("model", "loss", "augment")
 TASKS = ("segmentation", "sr")
 
 
-def _closest(key: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else ""
-
-
 def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
     """YAML 1.1 reads ``1e-4`` as a string; numbers typed in a section are converted here."""
     ann = str(next(f.type for f in dataclasses.fields(cls) if f.name == key))
@@ -148,7 +143,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     top = [f.name for f in dataclasses.fields(Config)]
     for key in raw:
         if key not in top:
-            raise DensemedError(f"{source}: unknown config key {key!r}{_closest(key, top)}")
+            raise DensemedError(f"{source}: unknown config key {key!r}{closest(key, top, cutoff=0.5)}")
     cfg = Config()
     for name, cls in _TYPED.items():
         section = raw.get(name) or {}
@@ -158,7 +153,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         for key in section:
             if key not in valid:
                 raise DensemedError(
-                    f"{source}: unknown config key '{name}.{key}'{_closest(key, valid)}"
+                    f"{source}: unknown config key '{name}.{key}'{closest(key, valid, cutoff=0.5)}"
                 )
         setattr(cfg, name, cls(**{k: _coerce(cls, k, v, f"{source}: {name}.{k}") for k, v in section.items()}))
     for name in _FREE:

@@ -20,7 +20,7 @@ def test_off_configs_are_identity(cfg: dict | None) -> None:
 @pytest.mark.parametrize(
     ("cfg", "match"),
     [
-        ({"flp": {}}, "augment: unknown key 'flp' .did you mean 'flip'"),
+        ({"flp": {}}, "augment: unknown key 'flp'; did you mean 'flip'"),
         ({"affine": {"rotat": 10}}, "augment.affine: unknown key 'rotat'"),
         ({"flip": {"p": 1.5}}, r"augment.flip.p: must be a number in \[0, 1\]"),
         ({"affine": {"scale": [1.2, 0.8]}}, "augment.affine.scale"),

@@ -7,13 +7,13 @@ one seed gives one output on every device. Only the drawn parameters move to the
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from densemed.errors import DensemedError
+from densemed.registry import closest
 
 Generator = torch.Generator | None
 
@@ -72,9 +72,8 @@ def check_keys(cfg: dict[str, Any], allowed: Sequence[str], where: str) -> None:
     """Reject unknown keys, suggesting the closest valid one."""
     for k in cfg:
         if k not in allowed:
-            close = difflib.get_close_matches(str(k), list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(allowed)})"
-            raise DensemedError(f"{where}: unknown key {k!r}{hint}")
+            hint = closest(k, allowed, cutoff=0.6)
+            raise DensemedError(f"{where}: unknown key {k!r}{hint or ' (valid: ' + ', '.join(allowed) + ')'}")
 
 
 def spatial_roles(batch: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:

@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from densemed.errors import DensemedError
-from densemed.losses import functional as LF
 from densemed.losses.registry import Loss, build_spec, register
 
 

@@ -7,7 +7,6 @@ duplicate name is an error; an unknown name or option lists the available ones a
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +16,9 @@ from torch import nn
 
 from densemed.errors import DensemedError
 from densemed.losses import functional as LF
+from densemed.registry import Registry, check_options
 
-_REGISTRY: dict[str, type[nn.Module]] = {}
+_REGISTRY: Registry[type[nn.Module]] = Registry("loss", "loss.name")
 
 
 class Loss(nn.Module):
@@ -61,9 +61,7 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Register a loss class under ``name`` (lower case, as written in recipes)."""
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"loss {name!r} is registered twice")
-        _REGISTRY[name] = cls
+        _REGISTRY.add(name, cls)
         return cls
 
     return deco
@@ -71,12 +69,7 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 def names() -> list[str]:
     """Sorted names of every registered loss."""
-    return sorted(_REGISTRY)
-
-
-def _closest(name: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.4)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    return _REGISTRY.names()
 
 
 def build(name: str, **params: Any) -> nn.Module:
@@ -88,17 +81,8 @@ def build(name: str, **params: Any) -> nn.Module:
         >>> print(loss(torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8, dtype=torch.long)).shape)
         torch.Size([])
     """
-    if name not in _REGISTRY:
-        raise DensemedError(
-            f"loss.name: unknown loss {name!r}{_closest(name, names())} Available: {', '.join(names())}"
-        )
-    cls = _REGISTRY[name]
-    options = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
-    for key in params:
-        if key not in options:
-            raise DensemedError(
-                f"loss {name!r} has no option {key!r}{_closest(key, options)} Options: {', '.join(options)}"
-            )
+    cls = _REGISTRY.get(name)
+    check_options(cls.__init__, params, f"loss {name!r}")
     return cls(**params)
 
 

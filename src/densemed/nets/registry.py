@@ -13,7 +13,6 @@ lists the available ones and the closest match.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from densemed.errors import DensemedError
+from densemed.registry import Registry, check_options
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class NetEntry:
     summary: str = ""
 
 
-_REGISTRY: dict[str, NetEntry] = {}
+_REGISTRY: Registry[NetEntry] = Registry("network", "model.name")
 
 
 def register(
@@ -51,10 +50,8 @@ def register(
     """
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"network {name!r} is registered twice")
         summary = (inspect.getdoc(fn) or "").split("\n")[0]
-        _REGISTRY[name] = NetEntry(name, fn, tuple(dims), dict(small or {}), summary)
+        _REGISTRY.add(name, NetEntry(name, fn, tuple(dims), dict(small or {}), summary))
         return fn
 
     return deco
@@ -62,21 +59,12 @@ def register(
 
 def names() -> list[str]:
     """Sorted names of every registered network."""
-    return sorted(_REGISTRY)
-
-
-def _closest(name: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.4)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    return _REGISTRY.names()
 
 
 def info(name: str) -> NetEntry:
     """The registry entry for ``name``; unknown names raise with the closest match."""
-    if name not in _REGISTRY:
-        raise DensemedError(
-            f"unknown network {name!r}{_closest(name, names())} Available: {', '.join(names())}"
-        )
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
@@ -89,15 +77,7 @@ def build(name: str, **kwargs: Any) -> nn.Module:
         torch.Size([1, 2, 97, 131])
     """
     entry = info(name)
-    params = inspect.signature(entry.builder).parameters
-    takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not takes_var_kw:
-        for key in kwargs:
-            if key not in params:
-                raise DensemedError(
-                    f"network {name!r} has no option {key!r}{_closest(key, list(params))} "
-                    f"Options: {', '.join(params)}"
-                )
+    check_options(entry.builder, kwargs, f"network {name!r}")
     return entry.builder(**kwargs)
 
 

@@ -9,27 +9,23 @@ duplicate name is an error; an unknown name or option lists the available ones a
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from densemed.errors import DensemedError
+from densemed.registry import Registry, check_options
 
 Encoding = Callable[..., np.ndarray]
-_REGISTRY: dict[str, Encoding] = {}
+_REGISTRY: Registry[Encoding] = Registry("target", "data.targets")
 
 
 def register(name: str) -> Callable[[Encoding], Encoding]:
     """Register an encoding function ``fn(instances, spacing=None, **params)`` under ``name``."""
 
     def deco(fn: Encoding) -> Encoding:
-        if name in _REGISTRY:
-            raise ValueError(f"target {name!r} is registered twice")
-        _REGISTRY[name] = fn
+        _REGISTRY.add(name, fn)
         return fn
 
     return deco
@@ -37,12 +33,7 @@ def register(name: str) -> Callable[[Encoding], Encoding]:
 
 def names() -> list[str]:
     """Sorted names of every registered target encoding."""
-    return sorted(_REGISTRY)
-
-
-def _closest(name: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.4)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    return _REGISTRY.names()
 
 
 def build(name: str, **params: Any) -> Callable[[np.ndarray, tuple[float, ...] | None], np.ndarray]:
@@ -54,16 +45,6 @@ def build(name: str, **params: Any) -> Callable[[np.ndarray, tuple[float, ...] |
         >>> print(f(np.zeros((4, 6), np.int32), None).shape)
         (4, 6)
     """
-    if name not in _REGISTRY:
-        raise DensemedError(
-            f"data.targets: unknown target {name!r}{_closest(name, names())} Available: {', '.join(names())}"
-        )
-    fn = _REGISTRY[name]
-    options = [k for k in inspect.signature(fn).parameters if k not in ("instances", "spacing")]
-    for key in params:
-        if key not in options:
-            raise DensemedError(
-                f"data.targets: target {name!r} has no option {key!r}{_closest(key, options)} "
-                f"Options: {', '.join(options)}"
-            )
+    fn = _REGISTRY.get(name)
+    check_options(fn, params, f"data.targets: target {name!r}", skip=("instances", "spacing"))
     return functools.partial(fn, **params)

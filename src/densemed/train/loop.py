@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from densemed import __version__, config, nets
 from densemed.config import Config
-from densemed.data.dataset import Case, PatchDataset, fixed_patches, load_cases
+from densemed.data.dataset import PatchDataset, fixed_patches, load_cases
 from densemed.errors import DensemedError
 from densemed.train.checkpoint import load as load_checkpoint
 from densemed.train.checkpoint import load_state, save_atomic
