@@ -106,3 +106,27 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                            "--input", str(tmp_path), "--output", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"densemed: error: {tmp_path / 'nope.pt'}: checkpoint not found"
+
+
+def test_deepdistance_predicts_distance_maps_or_instances(tmp_path):
+    from densemed.data.io import write_label
+    from densemed.data.synthetic import make_dataset
+
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, (img, inst) in enumerate(make_dataset(n=3, size=40, seed=2)):
+        Image.fromarray((img[0].clip(0, 1) * 255).astype(np.uint8)).save(root / "images" / f"c{i}.png")
+        write_label(root / "labels" / f"c{i}.png", inst)
+    run = tmp_path / "r"
+    assert main(["train", "configs/deepdistance_dsb2018.yaml", "--set", f"data.root={root}", "model.segmentation=false",
+                 "model.base_width=4", "model.depth=2", "data.patch_size=[32,32]", "data.samples_per_epoch=4",
+                 "train.epochs=1", f"train.out={run}", "train.progress=false",
+                 "loss.tasks={inner_distance: {loss: {name: mse}, target: inner_distance},"
+                 " outer_distance: {loss: {name: mse}, target: outer_distance}}"]) == 0
+    assert main(["predict", "--checkpoint", str(run), "--input", str(root / "images" / "c0.png"), "--output", str(tmp_path / "m")]) == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["c0_map0.tif", "c0_map1.tif"]
+    assert main(["predict", "--checkpoint", str(run), "--input", str(root / "images" / "c0.png"), "--output", str(tmp_path / "i"),
+                 "--instances"]) == 0
+    inst = np.asarray(Image.open(tmp_path / "i" / "c0.png"))
+    assert inst.shape == (40, 40) and inst.min() >= 0

@@ -24,9 +24,14 @@ from densemed.infer.sliding_window import flip_tta, sliding_window
 from densemed.typing import PathType
 
 
-def activation(logits: torch.Tensor, task: str = "segmentation") -> torch.Tensor:
-    """Logits ``(B, K, *S)`` -> probabilities (softmax; sigmoid for one channel; identity for SR)."""
-    if task == "sr":
+def output_kind(model: nn.Module, cfg: Config) -> str:
+    """``segmentation`` (logits), ``regression`` (e.g. DeepDistance's maps) or ``image`` (SR)."""
+    return "image" if cfg.task == "sr" else getattr(model, "output_kind", "segmentation")
+
+
+def activation(logits: torch.Tensor, kind: str = "segmentation") -> torch.Tensor:
+    """Logits ``(B, K, *S)`` -> probabilities (softmax; sigmoid for one channel); other kinds unchanged."""
+    if kind != "segmentation":
         return logits
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
@@ -50,10 +55,11 @@ def predict_probabilities(
     model.eval()
     window = cfg.infer.window or cfg.data.patch_size
     tta = cfg.infer.tta if tta is None else tta
+    kind = output_kind(model, cfg)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         def fwd(t: torch.Tensor) -> torch.Tensor:
-            return activation(model(t), cfg.task)
+            return activation(model(t), kind)
 
         return sliding_window(fwd, x, window, cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend, device, out_device)
 
@@ -116,12 +122,19 @@ def predict_paths(
         if tuple(probs.shape[2:]) != tuple(orig):  # back to the input grid after resampling
             probs = F.interpolate(probs, size=orig, mode="trilinear" if cfg.data.dims == 3 else "bilinear")
         stem, suffix = split_name(path)
-        if cfg.task == "sr":
-            target = out_dir / f"{stem}{suffix if meta.format in ('nifti', 'tiff') else '.tif'}"
+        fsuffix = ".nii.gz" if meta.format == "nifti" else ".tif"
+        kind = output_kind(model, cfg)
+        if kind == "image":
+            target = out_dir / f"{stem}{fsuffix}"
             # back to the input's intensities: the network works on normalised ones
             write_float(target, probs[0, 0].numpy() * scale[0] + shift[0], meta)
             written.append(target)
             log(f"{path.name} -> {target}")
+            continue
+        if kind == "regression" and instances is None:  # e.g. DeepDistance: one float map per channel
+            for k in range(probs.shape[1]):
+                write_float(out_dir / f"{stem}_map{k}{fsuffix}", probs[0, k].numpy(), meta)
+            log(f"{path.name} -> {out_dir / stem}_map*{fsuffix} (use --instances for instance labels)")
             continue
         labels = to_labels(probs)[0].numpy()
         if instances is not None:
@@ -131,10 +144,9 @@ def predict_paths(
         target = out_dir / f"{stem}{suffix}"
         write_label(target, labels, meta)
         written.append(target)
-        if probabilities:
+        if probabilities and kind == "segmentation":
             fg = probs[0, -1] if probs.shape[1] <= 2 else 1 - probs[0, 0]
-            psuffix = ".nii.gz" if meta.format == "nifti" else ".tif"
-            write_float(out_dir / f"{stem}_prob{psuffix}", fg.numpy(), meta)
+            write_float(out_dir / f"{stem}_prob{fsuffix}", fg.numpy(), meta)
         log(f"{path.name} -> {target}")
     return written
 

@@ -79,6 +79,8 @@ class DeepDistance(MultiTaskUNet):
             dims, depth, base_width, norm, act,
         )
         self.segmentation = segmentation
+        # without the mask decoder the eval output is two distance maps, not class logits
+        self.output_kind = "segmentation" if segmentation else "regression"
 
     def forward(self, x: torch.Tensor) -> NetOutput:
         """Dict of maps in training / ``all_outputs``; the main tensor in eval mode."""

@@ -64,6 +64,7 @@ class DeepResolve(nn.Module):
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
+        self.output_kind = "image"  # a restored image, not logits
         if depth < 2:
             raise ValueError(f"deepresolve needs depth >= 2, got {depth}")
         layers: list[nn.Module] = [conv(3)(in_channels, width, 3, 1, 1), nn.ReLU(inplace=True)]

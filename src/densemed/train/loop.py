@@ -276,6 +276,11 @@ class Trainer:
                 out = self.model(batch["image"])
             losses.append(compute_loss(self.loss_fn, out, batch, self.cfg.task).item())
         rec: dict[str, Any] = {"val_loss": float(np.mean(losses))}
+        from densemed.infer.predict import output_kind
+
+        if output_kind(self.model, self.cfg) == "regression":  # no classes to score: lower loss is better
+            rec["val_score"] = -rec["val_loss"]
+            return rec
         if self.cfg.task == "sr":
             from densemed.metrics.image_quality import psnr
 
