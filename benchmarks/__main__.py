@@ -1,6 +1,7 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/RESULTS.md``.
 
-Usage: ``python -m benchmarks [--quick] [--only NAME ...] [--no-write]``.
+Usage: ``python -m benchmarks [--quick [NAME ...]] [--only NAME ...] [--no-write]``
+(``--quick`` alone: every module quick; with names: only those).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller cases")
+    ap.add_argument("--quick", nargs="*", default=None, metavar="NAME",
+                    help="fewer repeats, smaller cases (all modules, or the named ones)")
     ap.add_argument("--only", nargs="*", help="module names, e.g. unet losses")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
     args = ap.parse_args(argv)
@@ -49,12 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in mods:
         mod = importlib.import_module(f"benchmarks.{name}")
         print(f"## {name}", flush=True)
-        rows: list[Row] = mod.run(args.quick)
+        short = name.removeprefix("bench_")
+        quick = args.quick is not None and (not args.quick or short in args.quick)
+        rows: list[Row] = mod.run(quick)
         lines = [HEADER] + [fmt_row(r) for r in rows]
         text = "\n".join(lines)
         print(text, flush=True)
         notes = getattr(mod, "NOTES", "")
-        sections.append(f"## {name.removeprefix('bench_')}\n\n{(mod.__doc__ or '').strip()}\n\n{text}\n\n{notes}".rstrip())
+        mode = " (quick mode)" if quick else ""
+        sections.append(f"## {short}{mode}\n\n{(mod.__doc__ or '').strip()}\n\n{text}\n\n{notes}".rstrip())
     if not args.no_write and not args.only:
         stamp = datetime.date.today().isoformat()
         out = (
