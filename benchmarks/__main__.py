@@ -60,17 +60,23 @@ def main(argv: list[str] | None = None) -> int:
         notes = getattr(mod, "NOTES", "")
         mode = " (quick mode)" if quick else ""
         sections.append(f"## {short}{mode}\n\n{(mod.__doc__ or '').strip()}\n\n{text}\n\n{notes}".rstrip())
-    if not args.no_write and not args.only:
+    if not args.no_write:
         stamp = datetime.date.today().isoformat()
-        out = (
+        header = (
             f"# Benchmark results\n\nMeasured {stamp} on: {machine()}.\n"
             "Each case runs densemed and the reference alternately in one process; times are "
-            "min / median over the repeats; ratio = reference median / densemed median (> 1: densemed faster).\n\n"
-            + "\n\n".join(sections)
-            + "\n"
+            "min / median over the repeats; ratio = reference median / densemed median (> 1: densemed faster).\n"
         )
-        (HERE / "RESULTS.md").write_text(out)
-        print(f"wrote {HERE / 'RESULTS.md'}")
+        out = HERE / "RESULTS.md"
+        if args.only and out.exists():  # replace only the re-run sections, keep the others
+            old = out.read_text().split("\n## ")
+            kept = {sec.split("\n", 1)[0].split(" ")[0]: "## " + sec.rstrip() for sec in old[1:]}
+            for sec in sections:
+                kept[sec.split("\n", 1)[0][3:].split(" ")[0]] = sec
+            sections = [kept[k] for k in sorted(kept)]
+            header += f"(Sections re-run on {stamp}: {', '.join(sorted(args.only))}.)\n"
+        out.write_text(header + "\n" + "\n\n".join(sections) + "\n")
+        print(f"wrote {out}")
     return 0
 
 

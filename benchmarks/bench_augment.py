@@ -22,12 +22,11 @@ millisecond; the inputs themselves are in the baseline).
 from __future__ import annotations
 
 import math
-import multiprocessing
 import statistics
 
 import torch
 
-from benchmarks.harness import Row, compare, measure_peak_memory
+from benchmarks.harness import Row, compare, in_fresh_process, measure_peak_memory
 from densemed.augment import build
 
 NOTES = (
@@ -113,9 +112,7 @@ def _child_peak(dims: int, batch: int, which: str, threads: int) -> float:
 
 def peak_fresh(dims: int, batch: int, which: str) -> float:
     """Peak extra MiB of one first call in a fresh process (a warm allocator would hide the peak)."""
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_child_peak, (dims, batch, which, torch.get_num_threads()))
+    return in_fresh_process(_child_peak, dims, batch, which, torch.get_num_threads())
 
 
 def _case(dims: int, batch: int, repeats: int) -> list[Row]:

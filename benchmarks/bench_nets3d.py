@@ -29,15 +29,12 @@ memory freed by the previous network stays mapped and would hide the next one's 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.harness import Row, compare, measure_peak_memory
+from benchmarks.harness import Row, compare, in_fresh_process, measure_peak_memory
 
 
 def _step_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -89,22 +86,17 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def peak_child(case: str, which: int, side: int) -> None:
-    """In a fresh process: print the peak extra memory (MiB) of one training step."""
+def peak_child(case: str, which: int, side: int) -> float:
+    """In a fresh process: the peak extra memory (MiB) of one training step."""
     torch.manual_seed(0)
     dev = _device()
     net = _models(case)[which].to(dev)
     x, y = _batch(side, dev)
-    print(measure_peak_memory(_step_fn(net, x, y)))
+    return measure_peak_memory(_step_fn(net, x, y))
 
 
 def _peak(case: str, which: int, side: int) -> str:
-    code = f"from benchmarks.bench_nets3d import peak_child; peak_child({case!r}, {which}, {side})"
-    root = Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    if res.returncode:
-        return "?"
-    return f"{float(res.stdout.split()[-1]):.0f}"
+    return f"{in_fresh_process(peak_child, case, which, side):.0f}"
 
 
 def run(quick: bool) -> list[Row]:

@@ -119,6 +119,19 @@ def measure_peak_memory(fn: Callable[[], object]) -> float:
     return max(peak[0] - base, 0) / 2**20
 
 
+def in_fresh_process(fn: Callable[..., float], *args: object) -> float:
+    """Run the module-level ``fn(*args)`` in a new (spawned) process and return its result.
+
+    Peak memory must be measured there: in a warm process, memory freed by an earlier case is
+    reused and hides the next one's peak (it read 0 MiB).
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def fmt_row(r: Row) -> str:
     """A Markdown table row: case, densemed min/median, reference min/median, ratio, extras."""
     def mm(ts: list[float] | None) -> str:

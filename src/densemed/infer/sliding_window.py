@@ -116,7 +116,7 @@ def sliding_window(
         if out is None:
             out = torch.zeros((n_img, pred.shape[1], *padded), device=out_device)
         for (b, st), p in zip(chunk, pred):
-            out[(b, slice(None)) + tuple(slice(a, a + w) for a, w in zip(st, window))] += p * weights[st]
+            out[(b, slice(None)) + tuple(slice(a, a + w) for a, w in zip(st, window))] += p.mul_(weights[st])
     assert out is not None
     out /= norm
     return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
