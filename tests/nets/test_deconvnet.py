@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import densemed.nets as nets
-from densemed import cli
 from densemed.nets.deconvnet import DeconvNet
 
 SMALL = {"base_width": 4, "fc_width": 16}
@@ -100,18 +97,3 @@ def test_deconvnet_overfits_one_batch():
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
 
-
-@pytest.mark.slow
-def test_recipe_deconvnet_isbi2012_trains_through_the_cli(real_data, tmp_path):
-    recipe = Path(__file__).resolve().parents[2] / "configs" / "deconvnet_isbi2012.yaml"
-    out = tmp_path / "run"
-    rc = cli.main([
-        "train", str(recipe), "--set", f"data.root={real_data / 'isbi2012_em'}", f"train.out={out}",
-        "train.epochs=1", "train.progress=false", "data.samples_per_epoch=4", "data.batch_size=2",
-        "data.patch_size=[128,128]", "infer.overlap=0", "data.train_files=[slice_01,slice_02]",
-        "data.val_files=[slice_00]", "model.base_width=4", "model.fc_width=16",
-    ])
-    assert rc == 0
-    rec = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(rec) == 1 and rec[0]["train_loss"] > 0 and 0 <= rec[0]["val_dice"] <= 1
-    assert (out / "best.pt").is_file()
