@@ -94,3 +94,11 @@ def test_training_beats_the_untrained_network_on_synthetic_cells(tmp_path):
     dice = [h["val_dice"] for h in result.history]
     assert max(dice) > 0.7, dice
     assert np.isfinite([h["train_loss"] for h in result.history]).all()
+
+
+def test_best_checkpoint_follows_last_until_a_validation_runs(tmp_path):
+    train(_cfg(tmp_path / "v", "train.epochs=3", "train.val_every=100", "train.time_budget_s=1e-6"), log=lambda s: None)
+    assert load(tmp_path / "v" / "best.pt")["epoch"] == load(tmp_path / "v" / "last.pt")["epoch"] == 0
+    train(_cfg(tmp_path / "v", "train.epochs=3", "train.val_every=100", "train.time_budget_s=null"), resume=True,
+          log=lambda s: None)  # the last epoch validates
+    assert load(tmp_path / "v" / "best.pt")["epoch"] == 2

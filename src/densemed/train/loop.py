@@ -204,8 +204,9 @@ class Trainer:
             self.sched.step()
             record["seconds"] = time.perf_counter() - tic
             score = record.get("val_score")
-            improved = score is not None and score > self.best
-            if improved:
+            # until a validation has run, best.pt follows last.pt
+            improved = score > self.best if score is not None else self.best == -math.inf
+            if score is not None and improved:
                 self.best = float(score)
             self.history.append(record)
             self._write_history()
