@@ -130,3 +130,10 @@ def test_deepdistance_predicts_distance_maps_or_instances(tmp_path):
                  "--instances"]) == 0
     inst = np.asarray(Image.open(tmp_path / "i" / "c0.png"))
     assert inst.shape == (40, 40) and inst.min() >= 0
+
+
+def test_demo_on_a_real_folder_prints_dice_and_writes_overlay(tmp_path, capsys):
+    root = _data(tmp_path / "d", n=5, size=(48, 40))
+    assert main(["demo", "--data", str(root), "--budget", "1", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out Dice" in out and (tmp_path / "demo" / "overlay.png").is_file()

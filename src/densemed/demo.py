@@ -48,8 +48,8 @@ def demo_config(out: str, data: str | None, budget: float, device: str) -> Confi
         }
     )
     if dims == 3:
-        raw["model"]["base_width"] = 8
         raw["data"]["batch_size"] = 2
+        raw["augment"] = {"affine": {"p": 0.3, "rotate": 10, "scale": [0.9, 1.1]}}  # flips can swap positional classes
     return config.from_dict(raw, str(root))
 
 
