@@ -44,6 +44,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model, cfg = model_from_checkpoint(ckpt, args.checkpoint, device)
     if args.overlap is not None:
         cfg.infer.overlap = args.overlap
+    if args.window:
+        cfg.infer.window = args.window
     inputs = list_inputs(args.input)
     instances = None
     if args.instances:
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action="store_true", default=None, help="average over flips (test-time augmentation)")
     pr.add_argument("--probabilities", action="store_true", help="also write the foreground probability map")
     pr.add_argument("--overlap", type=float, help="sliding-window overlap (default from the recipe, 0.5)")
+    pr.add_argument("--window", type=int, nargs="+", help="sliding-window size per axis (default: the training patch)")
     pr.add_argument("--instances", action="store_true", help="write instance label maps (touching objects separated)")
     pr.add_argument("--instance-method", default=None, help="components | watershed | dcan | deepdistance (default by network)")
     pr.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
