@@ -57,7 +57,6 @@ def run_demo(out: str = "runs/demo", data: str | None = None, budget: float = 90
     """Train, evaluate on the held-out split, print the Dice, write ``overlay.png``; returns 0."""
     from densemed.infer.overlay import save_overlay
     from densemed.infer.predict import predict_probabilities, to_labels
-    from densemed.metrics.confusion import confusion, dice
     from densemed.train import Trainer
 
     out_path = Path(out)
@@ -74,26 +73,17 @@ def run_demo(out: str = "runs/demo", data: str | None = None, budget: float = 90
         f"U-Net base width {cfg.model['base_width']}, {budget:g} s budget on {trainer.device}"
     )
     result = trainer.fit()
-    model = trainer.model.eval()
-    scores = []
-    best_overlay = None
-    k = max(cfg.data.num_classes, 2)
-    for case in trainer.val_cases:
-        x = torch.from_numpy(case.image)[None]
-        pred = to_labels(predict_probabilities(model, x, cfg, trainer.device))[0]
-        d = np.asarray(dice(confusion(pred, torch.from_numpy(case.label), k)))[1:]
-        scores.append(d)
-        if best_overlay is None:
-            best_overlay = (case.image[0], case.label, pred.numpy())
-    if not scores:
+    if not trainer.val_cases:
         raise DensemedError("demo: no held-out images (the data folder needs at least 2 pairs)")
-    mean = np.mean(scores, axis=0)
-    assert best_overlay is not None
+    scores = trainer.validate()  # the same whole-image Dice the loop logs, for the final weights
+    mean = np.asarray(scores["val_dice_per_class"])
+    case = trainer.val_cases[0]
+    pred = to_labels(predict_probabilities(trainer.model, torch.from_numpy(case.image)[None], cfg, trainer.device))[0]
     overlay = out_path / "overlay.png"
-    save_overlay(*best_overlay, overlay)
+    save_overlay(case.image[0], case.label, pred.numpy(), overlay)
     per_class = ", ".join(f"class {i + 1}: {v:.3f}" for i, v in enumerate(mean))
     print(
-        f"held-out Dice {mean.mean():.3f} ({per_class}) on {len(scores)} images after {result.epochs} epochs, "
+        f"held-out Dice {mean.mean():.3f} ({per_class}) on {len(trainer.val_cases)} images after {result.epochs} epochs, "
         f"{time.perf_counter() - tic:.0f} s; overlay: {overlay}"
     )
     return 0

@@ -94,7 +94,8 @@ def map_labels(label: np.ndarray, cfg: DataConfig, path: Path | str) -> np.ndarr
     return label
 
 
-def _resample(arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence[float] | None, order: int) -> np.ndarray:
+def resample(arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence[float] | None, order: int) -> np.ndarray:
+    """Resample ``(*S)`` or ``(C, *S)`` from ``spacing`` to ``target`` spacing (``order`` 0 for labels)."""
     if target is None or spacing is None:
         return arr
     from scipy import ndimage as ndi
@@ -105,11 +106,24 @@ def _resample(arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence
     return np.stack([ndi.zoom(a, zoom, order=order) for a in arr]) if arr.ndim == len(zoom) + 1 else ndi.zoom(arr, zoom, order=order)
 
 
+def target_maps(instances: np.ndarray, spacing: Sequence[float] | None, d: DataConfig) -> dict[str, np.ndarray]:
+    """The recipe's derived targets (``data.targets``) of one instance map, each ``(1, *S)`` float32."""
+    if not d.targets:
+        return {}
+    from densemed import targets
+
+    maps = {}
+    for key, spec in d.targets.items():
+        spec = dict(spec)
+        maps[key] = np.asarray(targets.build(spec.pop("name"), **spec)(instances, spacing), dtype=np.float32)[None]
+    return maps
+
+
 def load_case(cfg: Config, name: str, image_path: Path, label_path: Path | None) -> Case:
     """Read, check and normalise one case, and compute its derived targets."""
     d = cfg.data
     image, meta = read_image(image_path, d.dims)
-    image = _resample(image, meta.spacing, d.target_spacing, order=1)
+    image = resample(image, meta.spacing, d.target_spacing, order=1)
     image = normalize(image, d.normalize, d.percentiles, d.window)
     if cfg.task == "sr":
         from densemed.data.sr import degrade
@@ -119,20 +133,13 @@ def load_case(cfg: Config, name: str, image_path: Path, label_path: Path | None)
         lr = np.stack([degrade(c, **params) for c in hr]).astype(np.float32)
         return Case(name, lr, None, {"target": hr.astype(np.float32)}, meta)
     raw, lmeta = read_label(label_path, d.dims)
-    raw = _resample(raw, lmeta.spacing, d.target_spacing, order=0)
+    raw = resample(raw, lmeta.spacing, d.target_spacing, order=0)
     if raw.shape != image.shape[1:]:
         raise DensemedError(f"{label_path}: label size {raw.shape} differs from image size {image.shape[1:]}")
     label = map_labels(raw, d, label_path)
-    maps: dict[str, np.ndarray] = {}
-    if d.targets:
-        if not d.instances:
-            raise DensemedError(f"{label_path}: data.targets need instance labels (set data.instances: true)")
-        from densemed import targets
-
-        for key, spec in d.targets.items():
-            spec = dict(spec)
-            fn = targets.build(spec.pop("name"), **spec)
-            maps[key] = np.asarray(fn(raw, lmeta.spacing), dtype=np.float32)[None]
+    if d.targets and not d.instances:
+        raise DensemedError(f"{label_path}: data.targets need instance labels (set data.instances: true)")
+    maps = target_maps(raw, lmeta.spacing, d)
     return Case(name, image, label, maps, meta)
 
 
@@ -160,14 +167,8 @@ def load_cases(cfg: Config) -> tuple[list[Case], list[Case]]:
 
         cases = []
         for i, (img, inst) in enumerate(make_dataset(**d.synthetic)):
-            maps = {}
-            if d.targets:
-                from densemed import targets
-
-                for key, spec in d.targets.items():
-                    spec = dict(spec)
-                    maps[key] = np.asarray(targets.build(spec.pop("name"), **spec)(inst, None), np.float32)[None]
-            cases.append(Case(f"synthetic_{i:03d}", normalize(img, d.normalize), (inst > 0).astype(np.int64), maps))
+            cases.append(Case(f"synthetic_{i:03d}", normalize(img, d.normalize), (inst > 0).astype(np.int64),
+                              target_maps(inst, None, d)))
         names = [c.name for c in cases]
         train, val = split(names, d)
         by = {c.name: c for c in cases}

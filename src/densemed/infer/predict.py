@@ -113,9 +113,9 @@ def predict_paths(
             raise DensemedError(f"{path}: image has {image.shape[0]} channels, the model expects {expected}")
         orig = image.shape[1:]
         if cfg.data.target_spacing and meta.spacing:
-            from densemed.data.dataset import _resample
+            from densemed.data.dataset import resample
 
-            image = _resample(image, meta.spacing, cfg.data.target_spacing, order=1)
+            image = resample(image, meta.spacing, cfg.data.target_spacing, order=1)
         x = torch.from_numpy(normalize(image, cfg.data.normalize, cfg.data.percentiles, cfg.data.window))[None]
         shift, scale, _ = intensity_params(image, cfg.data.normalize, cfg.data.percentiles, cfg.data.window)
         probs = predict_probabilities(model, x, cfg, device, tta)
