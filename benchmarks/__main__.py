@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fewer repeats, smaller cases (all modules, or the named ones)")
     ap.add_argument("--only", nargs="*", help="module names, e.g. unet losses")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
+    ap.add_argument("--results", default=str(HERE / "RESULTS.md"),
+                    help="the Markdown file to write (e.g. RESULTS_gpu.md for a GPU run)")
     args = ap.parse_args(argv)
     mods = sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
     if args.only:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             "Each case runs densemed and the reference alternately in one process; times are "
             "min / median over the repeats; ratio = reference median / densemed median (> 1: densemed faster).\n"
         )
-        out = HERE / "RESULTS.md"
+        out = Path(args.results)
         if args.only and out.exists():  # replace only the re-run sections, keep the others
             old = out.read_text().split("\n## ")
             kept = {sec.split("\n", 1)[0].split(" ")[0]: "## " + sec.rstrip() for sec in old[1:]}

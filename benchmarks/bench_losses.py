@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from benchmarks.harness import Row, compare
+from benchmarks.harness import Row, bench_device, compare
 
 NOTES = (
-    "Loss rows: one forward + backward of the loss on random logits (float32, CPU) with a random "
+    "Loss rows: one forward + backward of the loss on random logits (float32) with a random "
     "binary target, equivalent settings (MONAI with sigmoid=True / use_softmax=False). Weight map "
     "row: `densemed.losses.border_weight_map` vs the one-EDT-per-object reference used in "
     "`tests/targets/test_weights.py`; maximum absolute difference reported."
@@ -44,8 +44,9 @@ def run(quick: bool) -> list[Row]:
     repeats = 3 if quick else 7
     size = 256 if quick else 512
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(8, 1, size, size, generator=g)
-    target = (torch.rand(8, 1, size, size, generator=g) > 0.7).float()
+    dev = bench_device()
+    logits = torch.randn(8, 1, size, size, generator=g).to(dev)
+    target = (torch.rand(8, 1, size, size, generator=g) > 0.7).float().to(dev)
     cases = [
         ("dice", losses.build("dice"), ml.DiceLoss(sigmoid=True)),
         ("generalized_dice", losses.build("generalized_dice"), ml.GeneralizedDiceLoss(sigmoid=True)),

@@ -19,7 +19,9 @@ Width matching:
   batch norm) vs MONAI `VNet(act="prelu", no dropout)` (same widths, 5x5x5 convs, batch norm).
   MONAI's stages have 1, 1, 2, 3 | 2 | 2, 2, 1, 1 convolutions; densemed follows the paper's
   1, 2, 3, 3 | 3 | 3, 3, 2, 1, i.e. 21 instead of 15 5x5x5 convolutions (65.2 M vs 45.6 M
-  parameters), so equal speed per convolution shows as a ratio of about 0.7.
+  parameters), so equal speed per convolution shows as a ratio of about 0.7. Row "vnet_monai_layout"
+  builds densemed's V-Net with MONAI's counts (`stage_convs=MONAI_STAGE_CONVS`, 45.59 M vs 45.60 M
+  parameters): the like-for-like comparison.
 
 Peak memory: one training step (the first, so Adam's state is allocated) in a fresh Python
 process per network, measured by `harness.measure_peak_memory` (extra resident memory on the
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.harness import Row, compare, in_fresh_process, measure_peak_memory
+from benchmarks.harness import Row, bench_device, compare, in_fresh_process, measure_peak_memory
 
 
 def _step_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -48,8 +50,6 @@ def _step_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if x.is_cuda:
-            torch.cuda.synchronize()
 
     return step
 
@@ -71,7 +71,10 @@ def _models(case: str) -> tuple[nn.Module, nn.Module, str]:
             return ours, ref, "monai UNet matched (16,32,64,128,128; s 1,2,2,2)"
         ref = MonaiUNet(3, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2, norm="batch", act="relu")
         return ours, ref, "monai UNet literal (16,32,64,128; s 2,2,2)"
-    ours = nets.build("vnet", in_channels=1, out_channels=2, base_width=16)
+    from densemed.nets.vnet import MONAI_STAGE_CONVS, PAPER_STAGE_CONVS
+
+    layout = MONAI_STAGE_CONVS if case == "vnet_monai_layout" else PAPER_STAGE_CONVS
+    ours = nets.build("vnet", in_channels=1, out_channels=2, base_width=16, stage_convs=layout)
     ref = MonaiVNet(3, 1, 2, act="prelu", dropout_prob_down=None, dropout_prob_up=(None, 0.0))
     return ours, ref, "monai VNet (prelu, no dropout)"
 
@@ -82,14 +85,10 @@ def _batch(side: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x[:, 0] > 0.5).long()
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def peak_child(case: str, which: int, side: int) -> float:
     """In a fresh process: the peak extra memory (MiB) of one training step."""
     torch.manual_seed(0)
-    dev = _device()
+    dev = bench_device()
     net = _models(case)[which].to(dev)
     x, y = _batch(side, dev)
     return measure_peak_memory(_step_fn(net, x, y))
@@ -100,12 +99,12 @@ def _peak(case: str, which: int, side: int) -> str:
 
 
 def run(quick: bool) -> list[Row]:
-    dev = _device()
+    dev = bench_device()
     side = 32 if quick else 64
     repeats = 2 if quick else 3
     x, y = _batch(side, dev)
     rows = []
-    for case in ("unet3d", "unet3d_literal", "vnet"):
+    for case in ("unet3d", "unet3d_literal", "vnet", "vnet_monai_layout"):
         torch.manual_seed(0)
         ours, ref, ref_name = _models(case)
         ours, ref = ours.to(dev), ref.to(dev)

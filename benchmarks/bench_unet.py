@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.flops import conv_flops, matmul_peak_flops
-from benchmarks.harness import Row, compare, in_fresh_process, measure_peak_memory
+from benchmarks.harness import Row, bench_device, compare, in_fresh_process, measure_peak_memory
 from densemed import nets
 from densemed.infer.sliding_window import sliding_window
 
@@ -35,8 +35,9 @@ def _train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: t
 
 def _sliding_window_3d_case() -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(0)
+    dev = bench_device()
     net = nets.build("unet", dims=3, in_channels=1, out_channels=3, base_width=8, depth=3, norm="instance").eval()
-    return net, torch.randn(1, 1, 192, 192, 192)
+    return net.to(dev), torch.randn(1, 1, 192, 192, 192).to(dev)
 
 
 def sliding_window_3d_peak(which: str) -> float:
@@ -61,12 +62,13 @@ def run(quick: bool = False) -> list[Row]:
 
     rows: list[Row] = []
     torch.manual_seed(0)
+    dev = bench_device()
     reps = 3 if quick else 5
-    ours = nets.build("unet", dims=2, in_channels=1, out_channels=2, base_width=32, norm="instance", act=ACT)
+    ours = nets.build("unet", dims=2, in_channels=1, out_channels=2, base_width=32, norm="instance", act=ACT).to(dev)
     ref = BasicUNet(2, 1, 2, features=(32, 64, 128, 256, 512, 32), act=("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
-                    norm=("instance", {"affine": True}), dropout=0.0, upsample="deconv")
-    x = torch.randn(4, 1, 256, 256)
-    y = torch.randint(0, 2, (4, 256, 256))
+                    norm=("instance", {"affine": True}), dropout=0.0, upsample="deconv").to(dev)
+    x = torch.randn(4, 1, 256, 256).to(dev)
+    y = torch.randint(0, 2, (4, 256, 256)).to(dev)
     r = compare(
         "U-Net 2D train step 4x1x256x256",
         _train_step(ours, x, y, torch.optim.Adam(ours.parameters())),
@@ -74,7 +76,7 @@ def run(quick: bool = False) -> list[Row]:
         "MONAI BasicUNet", repeats=reps,
     )
     flops = 3 * conv_flops(ours, x)
-    peak = matmul_peak_flops()
+    peak = matmul_peak_flops(4096 if dev.type == "cuda" else 2048, device=dev)
     achieved = flops / min(r.ours)
     r.extra = {
         "params": f"{nets.count_parameters(ours):,} vs {sum(p.numel() for p in ref.parameters()):,}",
@@ -84,7 +86,7 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(r)
 
     ours.eval(), ref.eval()
-    img = torch.randn(1, 1, 1024, 1024)
+    img = torch.randn(1, 1, 1024, 1024).to(dev)
 
     def sw_ours() -> torch.Tensor:
         with torch.inference_mode():

@@ -34,13 +34,17 @@ def conv_flops(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of an ``n x n`` matrix product, the practical peak of this machine."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_flops(n: int = 2048, repeats: int = 5, device: torch.device | str = "cpu") -> float:
+    """Best float32 FLOP/s of an ``n x n`` matrix product, the practical peak of ``device``."""
+    from benchmarks.harness import sync
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     best = math.inf
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best

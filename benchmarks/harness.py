@@ -9,6 +9,7 @@ noise on the shared machine hits both, and reports min and median seconds and th
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import statistics
 import time
@@ -36,17 +37,31 @@ class Row:
         return statistics.median(self.ref) / statistics.median(self.ours)
 
 
+def bench_device() -> torch.device:
+    """Where the benchmarks run: ``$DENSEMED_BENCH_DEVICE``, else CUDA when present, else the CPU."""
+    return torch.device(os.environ.get("DENSEMED_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a host clock measures it (no-op on the CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    sync()
+    t = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t
+
+
 def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> list[float]:
     """Seconds per call of ``fn``, ``repeats`` times after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    out = []
-    for _ in range(repeats):
-        gc.collect()
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+    return [_timed(fn) for _ in range(repeats)]
 
 
 def compare(
@@ -66,12 +81,8 @@ def compare(
     t_ref: list[float] = []
     for _ in range(repeats):
         for fn, acc in ((ours, t_ours), (ref, t_ref)):
-            if fn is None:
-                continue
-            gc.collect()
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
+            if fn is not None:
+                acc.append(_timed(fn))
     return Row(case, t_ours, t_ref or None, ref_name)
 
 

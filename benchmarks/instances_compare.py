@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from densemed.config import load
-from densemed.data.dataset import load_cases, resolve_data_root
-from densemed.data.io import read_label
+from densemed.data.dataset import load_cases
 from densemed.infer.instances import choose_h, detect, network_outputs, to_instances
 from densemed.infer.predict import model_from_checkpoint
 from densemed.metrics.instance import centroids, detection_scores, instance_scores
@@ -48,19 +47,17 @@ MODELS = {
         [],
         {"dcan": {"min_size": 10, "dilate": 2}, "contour_watershed": {}},
     ),
-    "deepdistance": ("configs/deepdistance_dsb2018.yaml", [], {"deepdistance": {}}),
+    # h is chosen below on training images, not by the trainer on the scored validation images
+    "deepdistance": ("configs/deepdistance_dsb2018.yaml", ["infer.instances.h=0.05"], {"deepdistance": {}}),
 }
-
-
-def truth_of(cfg, name: str) -> np.ndarray:
-    root = resolve_data_root(cfg.data.root)
-    files = sorted((root / cfg.data.label_dir).glob(f"{name}.*"))
-    return read_label(files[0])[0]
 
 
 def run_one(key: str, args: argparse.Namespace) -> dict:
     recipe, extra, methods = MODELS[key]
     out = Path(args.out) / key
+    if args.eval_only:  # score the network trained by an earlier call again (other post-processing)
+        hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        return score(key, out, methods, len(hist), sum(h["seconds"] for h in hist), args)
     overrides = [
         f"data.root={args.data}",
         f"data.label_dir={args.label_dir}",
@@ -77,18 +74,23 @@ def run_one(key: str, args: argparse.Namespace) -> dict:
     cfg = load(ROOT / recipe, overrides)
     tic = time.perf_counter()
     result = train(cfg, log=lambda s: None)
-    train_s = time.perf_counter() - tic
+    return score(key, out, methods, result.epochs, time.perf_counter() - tic, args)
+
+
+def score(key: str, out: Path, methods: dict, epochs: int, train_s: float, args: argparse.Namespace) -> dict:
+    """Predict the validation images with ``out/last.pt``, post-process with every method, score."""
     model, cfg = model_from_checkpoint(load_ckpt(out / "last.pt"), out / "last.pt", torch.device("cpu"))
     train_cases, val_cases = load_cases(cfg)
     window = cfg.data.patch_size
 
-    params = {m: dict(p) for m, p in methods.items()}
-    rec: dict = {"model": key, "epochs": result.epochs, "train_s": round(train_s, 1), "n_val": len(val_cases)}
+    params = {m: {**p, **({"min_size": args.min_size} if args.min_size is not None else {})} for m, p in methods.items()}
+    rec: dict = {"model": key, "epochs": epochs, "train_s": round(train_s, 1), "n_val": len(val_cases),
+                 "min_size": args.min_size}
     if "deepdistance" in params:  # h from training images, never from the scored ones
         tune = train_cases[: args.tune_images]
         inner = [network_outputs(model, torch.from_numpy(c.image)[None], window)["inner_distance"]
                  for c in tune]
-        h, table = choose_h(inner, [truth_of(cfg, c.name) for c in tune], radius=args.radius)
+        h, table = choose_h(inner, [c.instances for c in tune], radius=args.radius)
         params["deepdistance"]["h"] = h
         rec["h"] = h
         rec["h_scores"] = table
@@ -96,7 +98,7 @@ def run_one(key: str, args: argparse.Namespace) -> dict:
     det = []
     tic = time.perf_counter()
     for case in val_cases:
-        truth = truth_of(cfg, case.name)
+        truth = case.instances
         outputs = network_outputs(model, torch.from_numpy(case.image)[None], window)
         for m, p in params.items():
             pred = to_instances(outputs, m, **p)
@@ -124,7 +126,8 @@ def run_one(key: str, args: argparse.Namespace) -> dict:
 def markdown(records: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"Data: `{args.data}` validation split (val_fraction 0.2, split_seed 0); base width {args.width}, "
-        f"patches {args.patch}x{args.patch}, training for a wall-clock budget on a shared 2-core CPU.",
+        f"patches {args.patch}x{args.patch}, training for a wall-clock budget on a shared 2-core CPU"
+        + (f"; objects < {args.min_size} px removed by every method." if args.min_size is not None else "."),
         "",
         "| network | post-processing | epochs | train s | object F1 | object Dice | AJI | PQ "
         "| detection F1 |",
@@ -151,6 +154,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=32, help="patches per epoch")
     p.add_argument("--radius", type=float, default=6.0, help="detection matching radius (px)")
     p.add_argument("--tune-images", type=int, default=8, help="training images used to choose h")
+    p.add_argument("--min-size", type=int, default=None,
+                   help="remove objects smaller than this (pixels) in every method (default: each method's own)")
+    p.add_argument("--eval-only", action="store_true", help="re-score the runs already in --out, no training")
     p.add_argument("--out", default="runs/instances_compare")
     args = p.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

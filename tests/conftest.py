@@ -39,3 +39,17 @@ def _one_thread():
     """Reset to one thread for every test (a recipe's train.threads changes it process-wide)."""
     torch.set_num_threads(1)
     yield
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def cuda_exact():
+    """A CUDA device with TF32 off, so that GPU results can be compared with the CPU's in float32."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield torch.device("cuda")
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -79,6 +79,9 @@ class TrainConfig:
     threads: int | None = None
     grad_clip: float | None = None
     val_every: int = 1
+    #: super-resolution: PSNR on whole validation volumes (slow on a CPU) instead of on the
+    #: fixed validation patches
+    val_full_images: bool = False
     progress: bool = True
 
 

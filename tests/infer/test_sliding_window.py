@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -53,3 +55,51 @@ def test_flip_tta_of_a_flip_equivariant_predictor_is_unchanged():
     x = torch.randn(1, 1, 9, 11)
     y = flip_tta(lambda t: t * 2, x)
     torch.testing.assert_close(y, x * 2)
+
+
+@pytest.mark.gpu
+def test_cuda_sliding_window_equals_cpu_and_can_accumulate_on_the_cpu(cuda_exact):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 2, 3, padding=1))
+    x = torch.randn(1, 1, 40, 36, 30)
+    with torch.no_grad():
+        cpu = sliding_window(net, x, (24, 24, 24), overlap=0.5, batch_size=3)
+        net.to(cuda_exact)
+        on_gpu = sliding_window(net, x.to(cuda_exact), (24, 24, 24), overlap=0.5, batch_size=3)
+        # a volume kept in host memory, windows sent to the GPU one batch at a time
+        host = sliding_window(net, x, (24, 24, 24), overlap=0.5, batch_size=3, device=cuda_exact, out_device="cpu")
+    assert on_gpu.device.type == "cuda" and host.device.type == "cpu"
+    torch.testing.assert_close(on_gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(host, cpu, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("margin", [0, 2])
+def test_gaussian_blending_equals_a_brute_force_weighted_average(margin):
+    """Sum of w_s(x) * pred_s(x) over windows s, divided by the sum of w_s(x), computed naively."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    x = torch.randn(1, 1, 30, 27, 20)
+    window, step = (16, 12, 10), (8, 6, 5)  # overlap 0.5
+    with torch.no_grad():
+        got = sliding_window(net, x, window, overlap=0.5, batch_size=5, margin=margin)
+    acc, norm = np.zeros((2, 30, 27, 20)), np.zeros((30, 27, 20))
+    axes = [window_starts(s, w, st) for s, w, st in zip(x.shape[2:], window, step)]
+    for st in itertools.product(*axes):
+        prof = []
+        for a, w, s in zip(st, window, x.shape[2:]):
+            t = np.arange(w) - (w - 1) / 2
+            p = np.maximum(np.exp(-0.5 * (t / (w / 8)) ** 2), 1e-3)
+            if margin and a > 0:
+                p[:margin] = 0
+            if margin and a + w < s:
+                p[w - margin :] = 0
+            prof.append(p)
+        wgt = prof[0][:, None, None] * prof[1][None, :, None] * prof[2][None, None, :]
+        sl = tuple(slice(a, a + w) for a, w in zip(st, window))
+        with torch.no_grad():
+            pred = net(x[(slice(None), slice(None)) + sl])[0].double().numpy()
+        acc[(slice(None),) + sl] += pred * wgt
+        norm[sl] += wgt
+    np.testing.assert_allclose(got[0].numpy(), acc / norm, rtol=1e-4, atol=1e-5)

@@ -55,7 +55,7 @@ def call(name, loss, logits, target, weights=None):
     if name == "attentionboost":
         # Earlier stages are constants here: beta is detached by design, so finite differences
         # through stage 1 would see a dependence the analytic gradient deliberately drops.
-        fixed = torch.randn(logits.shape, generator=torch.Generator().manual_seed(5), dtype=logits.dtype)
+        fixed = torch.randn(logits.shape, generator=torch.Generator().manual_seed(5), dtype=logits.dtype).to(logits.device)
         return loss([fixed, logits], target, weights=weights)
     if name == "deep_supervision":
         return loss([logits, logits[:, :, ::2, ::2]], target, weights=weights)
@@ -124,3 +124,21 @@ def test_works_in_3d_with_module_equal_to_functional(name):
     fn = {"dice": LF.dice_loss, "tversky": LF.tversky_loss, "generalized_dice": LF.generalized_dice_loss,
           "focal": LF.focal_loss, "weighted_ce": LF.cross_entropy}[name]
     assert losses.build(name)(logits, target).item() == pytest.approx(fn(logits, target).item(), rel=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_value_and_gradient_equal_cpu(name, cuda_exact):
+    loss = build_any(name)
+    logits, target = make(1 if name == "bce" else 2, (6, 5), dtype=torch.float32)
+    weights = torch.rand(2, 1, 6, 5, generator=torch.Generator().manual_seed(1))
+    if not getattr(loss, "accepts_weights", False):
+        weights = None
+    x_cpu = logits.clone().requires_grad_()
+    v_cpu = call(name, loss, x_cpu, target, weights)
+    v_cpu.backward()
+    x_gpu = logits.to(cuda_exact).requires_grad_()
+    v_gpu = call(name, loss.to(cuda_exact), x_gpu, target.to(cuda_exact), None if weights is None else weights.to(cuda_exact))
+    v_gpu.backward()
+    torch.testing.assert_close(v_gpu.cpu(), v_cpu.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, atol=1e-5, rtol=1e-5)

@@ -95,3 +95,14 @@ def test_every_network_has_a_summary_and_supported_dims():
         entry = nets.info(name)
         assert entry.summary, f"{name}: builder needs a docstring"
         assert set(entry.dims) <= {2, 3} and entry.dims
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "dims"), CASES)
+def test_cuda_output_equals_cpu_output(name, dims, cuda_exact):
+    net = _build(name, dims).eval()
+    x = torch.randn(1, 1, *SIZES[dims][0])
+    with torch.no_grad():
+        cpu = net(x)
+        gpu = net.to(cuda_exact)(x.to(cuda_exact)).cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)

@@ -73,3 +73,28 @@ def test_one_step_reduces_dice_loss_on_fixed_batch():
 def test_rejects_2d():
     with pytest.raises(ValueError, match="3D only"):
         nets.build("vnet", dims=2)
+
+
+def _convs5(net):
+    return sum(1 for m in net.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (5, 5, 5))
+
+
+def test_stage_convs_set_the_number_of_5x5x5_convolutions():
+    from densemed.nets.vnet import MONAI_STAGE_CONVS, PAPER_STAGE_CONVS
+
+    assert _convs5(VNet(1, 2, base_width=4)) == sum(PAPER_STAGE_CONVS) == 21
+    assert _convs5(VNet(1, 2, base_width=4, stage_convs=MONAI_STAGE_CONVS)) == sum(MONAI_STAGE_CONVS) == 15
+    with pytest.raises(ValueError, match="stage_convs"):
+        VNet(1, 2, stage_convs=(1, 2, 3))
+
+
+def test_monai_stage_counts_give_monais_vnet_size_up_to_its_extra_output_conv():
+    monai_nets = pytest.importorskip("monai.networks.nets")
+    from densemed.nets.vnet import MONAI_STAGE_CONVS
+
+    ours = nets.build("vnet", stage_convs=MONAI_STAGE_CONVS)
+    ref = monai_nets.VNet(3, 1, 2, act="prelu", dropout_prob_down=None, dropout_prob_up=(None, 0.0))
+    n_ours, n_ref = (sum(p.numel() for p in m.parameters()) for m in (ours, ref))
+    # equal up to MONAI's extra 5x5x5 output conv (32 -> 2 channels, 8,000 weights) and biases;
+    # the paper's counts would be 43% larger
+    assert abs(n_ref - n_ours) < 3e-4 * n_ref

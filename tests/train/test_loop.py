@@ -102,3 +102,95 @@ def test_best_checkpoint_follows_last_until_a_validation_runs(tmp_path):
     train(_cfg(tmp_path / "v", "train.epochs=3", "train.val_every=100", "train.time_budget_s=null"), resume=True,
           log=lambda s: None)  # the last epoch validates
     assert load(tmp_path / "v" / "best.pt")["epoch"] == 2
+
+
+DEEPDISTANCE = [
+    "data.instances=true",
+    "data.targets={inner_distance: {name: inner_distance}, outer_distance: {name: outer_distance}}",
+    "model={name: deepdistance, base_width: 4, depth: 2, segmentation: true}",
+    "loss={name: multitask, tasks: {mask: {loss: {name: ce}, weight: 0.1, target: label}, "
+    "inner_distance: {loss: {name: mse}, target: inner_distance}, "
+    "outer_distance: {loss: {name: mse}, target: outer_distance}}}",
+    "infer.instances={method: deepdistance, h: auto}",
+]
+
+
+def test_deepdistance_h_auto_is_chosen_on_validation_images_and_stored_in_both_checkpoints(tmp_path):
+    from densemed.infer.instances import choose_h, network_outputs
+    from densemed.infer.predict import model_from_checkpoint
+
+    trainer = Trainer(_cfg(tmp_path / "dd", "train.epochs=3", "data.val_fraction=0.25", *DEEPDISTANCE), log=lambda s: None)
+    trainer.fit()
+    for name in ("best.pt", "last.pt"):
+        ckpt = load(tmp_path / "dd" / name)
+        h = ckpt["config"]["infer"]["instances"]["h"]
+        assert isinstance(h, float) and h in ckpt["h_scores"]
+        # recomputed independently from the checkpoint's own weights and the validation truth
+        model, cfg = model_from_checkpoint(ckpt, tmp_path / "dd" / name, torch.device("cpu"))
+        inner, masks = [], []
+        for case in trainer.val_cases:
+            out = network_outputs(model, torch.from_numpy(case.image)[None], cfg.data.patch_size)
+            inner.append(out["inner_distance"])
+            masks.append(out["foreground"] > 0.5)
+        expected = choose_h(inner, [c.instances for c in trainer.val_cases], masks=masks)
+        assert (h, ckpt["h_scores"]) == expected
+
+
+def test_deepdistance_h_auto_without_validation_images_falls_back_to_the_default(tmp_path):
+    from densemed.infer.instances import DEFAULT_H
+
+    train(_cfg(tmp_path / "dd", "train.epochs=1", "data.val_fraction=0", *DEEPDISTANCE), log=lambda s: None)
+    ckpt = load(tmp_path / "dd" / "last.pt")
+    assert ckpt["config"]["infer"]["instances"]["h"] == DEFAULT_H and ckpt["h_scores"] == {}
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_writes_checkpoints_that_predict_on_the_cpu(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from densemed.infer.predict import model_from_checkpoint
+
+    result = train(_cfg(tmp_path / "gpu", "train.epochs=2", "train.device=cuda"), log=lambda s: None)
+    assert result.epochs == 2 and np.isfinite(result.history[-1]["train_loss"])
+    ckpt = load(tmp_path / "gpu" / "best.pt")  # saved from CUDA tensors, mapped to the CPU
+    model, _ = model_from_checkpoint(ckpt, tmp_path / "gpu" / "best.pt", torch.device("cpu"))
+    assert torch.isfinite(model(torch.randn(1, 1, 32, 32))).all()
+
+
+@pytest.fixture
+def smooth_volumes(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    (tmp_path / "vols" / "images").mkdir(parents=True)
+    z, y, x = np.meshgrid(*[np.linspace(0, 1, n) for n in (20, 18, 24)], indexing="ij")
+    for k in range(3):
+        vol = np.sin(3 * x + k) * np.cos(2 * y) + z * (k + 1)
+        nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), tmp_path / "vols" / "images" / f"v{k}.nii.gz")
+    return tmp_path / "vols"
+
+
+SR = [
+    "task=sr", "data.dims=3", "data.label_dir=images", "data.num_classes=1", "data.patch_size=[16,16,16]",
+    "data.normalize=percentile", "data.val_files=[v2]", "data.sr={factor: 2, axis: 2}",
+    "model={name: deepresolve, depth: 3, width: 8}", "loss={name: mse}", "train.lr=0", "train.epochs=1",
+    "train.progress=false", "augment=null", "data.batch_size=2", "data.samples_per_epoch=2",
+]
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_sr_validation_psnr_on_patches_or_whole_volumes(smooth_volumes, tmp_path, full):
+    from densemed.metrics.image_quality import psnr
+
+    cfg = config.load(None, SR + [f"data.root={smooth_volumes}", f"train.out={tmp_path / 'sr'}",
+                                  f"train.val_full_images={str(full).lower()}"])
+    trainer = Trainer(cfg, log=lambda s: None)
+    trainer.fit()
+    got = json.loads((tmp_path / "sr" / "metrics.jsonl").read_text().splitlines()[0])["val_psnr"]
+    # lr 0 keeps DeepResolve's initial identity (zero last layer): the prediction is its input
+    (case,) = trainer.val_cases
+    target = case.maps["target"]
+    rng = float(target.max() - target.min())
+    if full:
+        expected = psnr(case.image, target, data_range=rng)
+    else:
+        expected = float(np.mean([psnr(p["image"].numpy(), p["target"].numpy(), data_range=rng) for p in trainer.val_patches]))
+    assert got == pytest.approx(expected, rel=1e-5)

@@ -33,6 +33,7 @@ class Case:
     label: np.ndarray | None  # (*S) int64 class indices; None for super-resolution
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (1, *S) float32 or int64
     meta: ImageMeta | None = None
+    instances: np.ndarray | None = None  # (*S) int32 object ids when data.instances (for tuning h)
 
 
 def discover_pairs(root: Path, image_dir: str = "images", label_dir: str = "labels") -> list[tuple[str, Path, Path]]:
@@ -140,7 +141,8 @@ def load_case(cfg: Config, name: str, image_path: Path, label_path: Path | None)
     if d.targets and not d.instances:
         raise DensemedError(f"{label_path}: data.targets need instance labels (set data.instances: true)")
     maps = target_maps(raw, lmeta.spacing, d)
-    return Case(name, image, label, maps, meta)
+    ids = raw.astype(np.int32) if d.instances else None
+    return Case(name, image, label, maps, meta, ids)
 
 
 def split(names: list[str], d: DataConfig) -> tuple[list[str], list[str]]:
@@ -168,7 +170,7 @@ def load_cases(cfg: Config) -> tuple[list[Case], list[Case]]:
         cases = []
         for i, (img, inst) in enumerate(make_dataset(**d.synthetic)):
             cases.append(Case(f"synthetic_{i:03d}", normalize(img, d.normalize), (inst > 0).astype(np.int64),
-                              target_maps(inst, None, d)))
+                              target_maps(inst, None, d), None, inst.astype(np.int32)))
         names = [c.name for c in cases]
         train, val = split(names, d)
         by = {c.name: c for c in cases}

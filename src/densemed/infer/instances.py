@@ -33,10 +33,13 @@ Methods (2D and 3D):
     labelling: ``smooth`` (radius, default 0 = off).
 ``deepdistance``
     The paper's detection (Koyuncu et al., MedIA 2020): markers are the regional maxima of the
-    h-maxima transform of the inner distance (``h``, default 0.05, to be chosen on validation
-    data, :func:`choose_h`), each 4-connected maximum region one cell; marker-controlled
+    h-maxima transform of the inner distance (``h``, default 0.05), each 4-connected maximum
+    region one cell; marker-controlled
     watershed of the negated inner distance within the foreground (``foreground > threshold``
     when a segmentation head exists, else ``outer_distance > outer_threshold``).
+    ``h: auto`` in a recipe: at the end of training :func:`tune_h` picks ``h`` on the validation
+    images (best mean detection F1, :func:`choose_h`) and writes it into ``best.pt`` and
+    ``last.pt``, so the model carries its own ``h``.
 
 Every method returns int32 ids 1..N in scan order (0 = background).
 """
@@ -54,6 +57,8 @@ METHODS = ("components", "watershed", "contour_watershed", "dcan", "deepdistance
 #: network head names -> the names :func:`to_instances` reads
 HEAD_ALIASES = {"mask": "foreground", "object": "foreground", "segmentation": "foreground"}
 REGRESSION_HEADS = ("inner_distance", "outer_distance")
+#: DeepDistance's h when none was chosen (``h: auto`` in a run that has not finished)
+DEFAULT_H = 0.05
 
 
 def _need(outputs: Mapping[str, np.ndarray], key: str, method: str) -> np.ndarray:
@@ -372,6 +377,40 @@ def choose_h(
     return best, scores
 
 
+def tune_h(
+    model: object, cases: Sequence[object], cfg: object, device: object = None, radius: float = 6.0
+) -> tuple[float, dict[float, float]] | None:
+    """Choose DeepDistance's ``h`` on validation cases; ``None`` when none has instance ids.
+
+    Args:
+        model: a network with an ``inner_distance`` head.
+        cases: :class:`densemed.data.dataset.Case` objects; their ``instances`` give the true
+            centroids, their normalised images are predicted window by window (``infer.window`` or
+            ``data.patch_size``, ``infer.overlap``).
+        cfg: the recipe (window, overlap, ``infer.instances.threshold`` for the foreground mask).
+        device: where the model runs.
+        radius: detection matching radius in pixels.
+
+    Returns:
+        ``(best_h, {h: mean detection F1})`` as :func:`choose_h`.
+    """
+    import torch
+
+    cases = [c for c in cases if getattr(c, "instances", None) is not None]
+    if not cases:
+        return None
+    infer, data = getattr(cfg, "infer", None), getattr(cfg, "data", None)
+    window = getattr(infer, "window", None) or getattr(data, "patch_size", None)
+    overlap = float(getattr(infer, "overlap", 0.5))
+    threshold = float(instance_params(cfg).get("threshold", 0.5))  # type: ignore[arg-type]
+    inner, masks = [], []
+    for case in cases:
+        out = network_outputs(model, torch.from_numpy(case.image)[None], window, overlap, device)  # type: ignore[attr-defined]
+        inner.append(out["inner_distance"])
+        masks.append(out["foreground"] > threshold if "foreground" in out else np.ones(out["inner_distance"].shape, bool))
+    return choose_h(inner, [c.instances for c in cases], radius=radius, masks=masks)  # type: ignore[attr-defined]
+
+
 #: the post-processing each network gets by default
 DEFAULT_METHOD = {"dcan": "dcan", "deepdistance": "deepdistance"}
 
@@ -401,8 +440,8 @@ def instance_callback(cfg: object, method: str | None = None):  # noqa: ANN201 -
     ``method`` (the ``--instance-method`` flag) overrides ``infer.instances.method``, which
     overrides :func:`default_method`. The remaining ``infer.instances`` keys are the method's
     parameters (e.g. ``{method: dcan, t_o: 0.5, t_c: 0.5, min_size: 64, dilate: 3}`` or
-    ``{method: deepdistance, h: 0.05}``; DeepDistance's ``h`` chosen on validation data belongs
-    here, so it is stored with the model's recipe in the checkpoint).
+    ``{method: deepdistance, h: 0.05}``; with ``h: auto`` training writes the ``h`` chosen on
+    validation data here, into the checkpoint's recipe, see :func:`tune_h`).
     """
     params = instance_params(cfg)
     recipe_method = str(params.pop("method", "") or default_method(cfg))
@@ -411,6 +450,8 @@ def instance_callback(cfg: object, method: str | None = None):  # noqa: ANN201 -
         params = {}  # the recipe's parameters belong to its own method
     if chosen not in METHODS:
         raise DensemedError(f"--instance-method: unknown method {chosen!r}; use one of {', '.join(METHODS)}")
+    if params.get("h") == "auto":  # a run stopped before training ended, so before h was tuned
+        params["h"] = DEFAULT_H
     _check_params(chosen, params)  # a recipe typo fails before any image is predicted
     infer = getattr(cfg, "infer", None)
     data = getattr(cfg, "data", None)

@@ -3,7 +3,12 @@
 Windows of size ``window`` are placed with ``overlap`` (fraction of the window) so that the last
 window ends at the image border; each prediction is weighted by a Gaussian importance map
 (sigma = window / 8 per axis, as nnU-Net does) because predictions near a window's edge see less
-context. The weighted sum is divided by the summed weights. Windows run in batches of
+context. The weighted sum is divided by the summed weights.
+
+The importance map is a product of one profile per axis (each floored at 1e-3 of its peak), and
+the windows are a grid of per-axis starts, so the summed weights are the product of per-axis
+sums: they are never held as a whole volume (less memory than a weight-count volume, and no
+per-window additions into it). Windows run in batches of
 ``batch_size`` on ``device``; the accumulators live on ``out_device`` (default: the input's), so a
 volume larger than the device's memory is processed window by window.
 """
@@ -18,18 +23,11 @@ import torch
 import torch.nn.functional as F
 
 
-@lru_cache(maxsize=8)
-def _gaussian(window: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
-    axes = []
-    for w in window:
-        x = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
-        axes.append(torch.exp(-0.5 * (x / (sigma_scale * w)) ** 2))
-    g = axes[0]
-    for a in axes[1:]:
-        g = g[..., None] * a
-    g = g / g.max()
-    # floor keeps corners of the image (covered by one window only) from dividing by ~0
-    return g.clamp_min(1e-3).float()
+@lru_cache(maxsize=16)
+def _profile(w: int, sigma_scale: float = 0.125) -> torch.Tensor:
+    """One axis of the Gaussian importance map, peak 1; floored so that no voxel gets ~0 weight."""
+    x = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
+    return torch.exp(-0.5 * (x / (sigma_scale * w)) ** 2).clamp_min(1e-3).float()
 
 
 def window_starts(size: int, window: int, step: int) -> list[int]:
@@ -87,20 +85,36 @@ def sliding_window(
         image = F.pad(image, pad)
     padded = list(image.shape[2:])
     steps = [max(1, int(round(w * (1 - overlap)))) for w in window]
-    starts = list(itertools.product(*[window_starts(s, w, st) for s, w, st in zip(padded, window, steps)]))
-    if blend == "gaussian":
-        weight = _gaussian(window).to(out_device)
-    elif blend == "constant":
-        weight = torch.ones(window, device=out_device)
-    else:
+    axis_grid = [window_starts(s, w, st) for s, w, st in zip(padded, window, steps)]
+    starts = list(itertools.product(*axis_grid))
+    if blend not in ("gaussian", "constant"):
         raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     if margin and any(2 * margin > w - st for w, st in zip(window, steps)):
         raise ValueError(f"margin {margin} leaves gaps: need 2 * margin <= window * overlap")
-    weights = {st: _edge_weight(weight, st, window, padded, margin) for st in starts}
+    # per axis: {start: that axis' weight profile} and the profiles' sum over the axis
+    profiles, norms = [], []
+    for axis_starts, w, s in zip(axis_grid, window, padded):
+        base = _profile(w) if blend == "gaussian" else torch.ones(w)
+        # a window's profile depends only on which of its ends lie inside the image
+        kinds = {(a > 0, a + w < s) for a in axis_starts}
+        by_kind = {k: _edge_profile(base, k[0], k[1], margin) for k in kinds}
+        total = torch.zeros(s)
+        for a in axis_starts:
+            total[a : a + w] += by_kind[(a > 0, a + w < s)]
+        on_dev = {k: p.to(out_device) for k, p in by_kind.items()}
+        profiles.append({a: on_dev[(a > 0, a + w < s)] for a in axis_starts})
+        norms.append(total.to(out_device))
+    # one weight volume per distinct combination of axis profiles: a single one without margin
+    weights: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def weight_of(st: tuple[int, ...]) -> torch.Tensor:
+        parts = [profiles[i][a] for i, a in enumerate(st)]
+        key = tuple(id(p) for p in parts)
+        if key not in weights:
+            weights[key] = _outer(parts)
+        return weights[key]
+
     out: torch.Tensor | None = None
-    norm = torch.zeros(padded, device=out_device)
-    for st in starts:
-        norm[tuple(slice(a, a + w) for a, w in zip(st, window))] += weights[st]
     n_img = image.shape[0]
     jobs = [(b, st) for b in range(n_img) for st in starts]
     for k in range(0, len(jobs), batch_size):
@@ -116,28 +130,33 @@ def sliding_window(
         if out is None:
             out = torch.zeros((n_img, pred.shape[1], *padded), device=out_device)
         for (b, st), p in zip(chunk, pred):
-            out[(b, slice(None)) + tuple(slice(a, a + w) for a, w in zip(st, window))] += p.mul_(weights[st])
+            out[(b, slice(None)) + tuple(slice(a, a + w) for a, w in zip(st, window))].addcmul_(p, weight_of(st))
     assert out is not None
-    out /= norm
+    # divide by the summed weights without a whole-volume temporary: last axes, then the first
+    if len(norms) > 1:
+        out /= _outer(norms[1:])
+    out /= norms[0].view(-1, *[1] * (len(norms) - 1))
     return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
 
 
-def _edge_weight(
-    weight: torch.Tensor, start: Sequence[int], window: Sequence[int], size: Sequence[int], margin: int
-) -> torch.Tensor:
-    """``weight`` with ``margin`` voxels zeroed at window edges that are not image borders."""
-    if margin <= 0:
-        return weight
-    w = weight.clone()
-    for axis, (a, win, s) in enumerate(zip(start, window, size)):
-        idx = [slice(None)] * len(window)
-        if a > 0:
-            idx[axis] = slice(0, margin)
-            w[tuple(idx)] = 0
-        if a + win < s:
-            idx[axis] = slice(win - margin, win)
-            w[tuple(idx)] = 0
-    return w
+def _outer(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Outer product of 1D tensors: ``(n1,), (n2,), ... -> (n1, n2, ...)``."""
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = out[..., None] * v
+    return out
+
+
+def _edge_profile(profile: torch.Tensor, cut_start: bool, cut_end: bool, margin: int) -> torch.Tensor:
+    """``profile`` with ``margin`` voxels zeroed at the window ends that lie inside the image."""
+    if margin <= 0 or not (cut_start or cut_end):
+        return profile
+    p = profile.clone()
+    if cut_start:
+        p[:margin] = 0
+    if cut_end:
+        p[len(p) - margin :] = 0
+    return p
 
 
 def flip_tta(

@@ -23,12 +23,18 @@ Documented choices where the paper is silent or differs:
   paper's figure) when ``in_channels`` divides ``base_width``, else projected by a 1x1x1 conv.
 * ``norm="batch"`` by default (the 2016 Caffe network had none; batch norm after every
   convolution makes training from scratch on small data reliable); ``norm=None`` is the paper.
+* ``stage_convs``: the nine stages' convolution counts (left 4, bottom, right 4) are a parameter;
+  the default is the paper's ``(1, 2, 3, 3, 3, 3, 3, 2, 1)`` (21 convolutions of 5x5x5). MONAI's
+  ``VNet`` uses ``(1, 1, 2, 3, 2, 2, 2, 1, 1)`` (15); that setting makes the two comparable
+  layer for layer (``benchmarks/bench_nets3d.py``).
 * Padding: every convolution is "same"-padded; the input is zero-padded at its end to a
   multiple of ``2**4 = 16`` (four stride-2 down-samplings) and the logits cropped back, so any
   size works.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -37,10 +43,11 @@ from densemed.blocks import act_layer, conv, conv_transpose, crop_to, norm_layer
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec
 
-#: Convolutions per stage in the paper: left path, bottom, right path.
-LEFT_CONVS = (1, 2, 3, 3)
-BOTTOM_CONVS = 3
-RIGHT_CONVS = (3, 3, 2, 1)
+#: Convolutions per stage in the paper: left path (4 stages), bottom, right path (4 stages).
+PAPER_STAGE_CONVS = (1, 2, 3, 3, 3, 3, 3, 2, 1)
+#: The counts of MONAI's ``VNet`` (for like-for-like comparisons).
+MONAI_STAGE_CONVS = (1, 1, 2, 3, 2, 2, 2, 1, 1)
+LEVELS = 4  # stride-2 down-samplings
 
 
 def _conv_norm(c_in: int, c_out: int, kernel: int, stride: int, norm: LayerSpec) -> nn.Sequential:
@@ -83,6 +90,7 @@ class VNet(nn.Module):
         base_width: channels of the first stage (16 in the paper), doubled at each level.
         kernel_size: convolution size inside stages (5 in the paper).
         norm: ``"batch"``, ``"instance"``, ``"group"`` or ``None`` (the paper).
+        stage_convs: convolutions of the 9 stages (left 4, bottom, right 4), each >= 1.
 
     Shape:
         ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)`` for any ``D, H, W``.
@@ -100,22 +108,26 @@ class VNet(nn.Module):
         base_width: int = 16,
         kernel_size: int = 5,
         norm: LayerSpec = "batch",
+        stage_convs: Sequence[int] = PAPER_STAGE_CONVS,
     ) -> None:
         super().__init__()
-        w = [base_width * 2**i for i in range(len(LEFT_CONVS) + 1)]  # 16, 32, 64, 128, 256
+        counts = [int(n) for n in stage_convs]
+        if len(counts) != 2 * LEVELS + 1 or min(counts) < 1:
+            raise ValueError(f"vnet: stage_convs needs {2 * LEVELS + 1} counts >= 1 (left 4, bottom, right 4), got {list(stage_convs)}")
+        left, right = counts[: LEVELS + 1], counts[LEVELS + 1 :]  # left includes the bottom
+        w = [base_width * 2**i for i in range(LEVELS + 1)]  # 16, 32, 64, 128, 256
         self.in_channels, self.base_width = in_channels, base_width
-        self.multiple = 2 ** len(LEFT_CONVS)
+        self.multiple = 2**LEVELS
         # first stage: lift the input to w[0] channels; its residual is the (repeated) input
         self.stem = _conv_norm(in_channels, w[0], kernel_size, 1, norm)
         self.stem_act = act_layer("prelu", w[0])
-        self.first_rest = ResidualStage(w[0], LEFT_CONVS[0] - 1, kernel_size, norm) if LEFT_CONVS[0] > 1 else None
+        self.first_rest = ResidualStage(w[0], left[0] - 1, kernel_size, norm) if left[0] > 1 else None
         self.in_proj = None if w[0] % in_channels == 0 else conv(3)(in_channels, w[0], 1)
         self.left = nn.ModuleList()
         self.down = nn.ModuleList()
         for level in range(1, len(w)):
             self.down.append(nn.Sequential(_conv_norm(w[level - 1], w[level], 2, 2, norm), act_layer("prelu", w[level])))
-            n = LEFT_CONVS[level] if level < len(LEFT_CONVS) else BOTTOM_CONVS
-            self.left.append(ResidualStage(w[level], n, kernel_size, norm))
+            self.left.append(ResidualStage(w[level], left[level], kernel_size, norm))
         self.up = nn.ModuleList()
         self.right = nn.ModuleList()
         for i, level in enumerate(range(len(w) - 2, -1, -1)):  # 3, 2, 1, 0
@@ -127,7 +139,7 @@ class VNet(nn.Module):
                     act_layer("prelu", w[level]),
                 )
             )
-            self.right.append(ResidualStage(2 * w[level], RIGHT_CONVS[i], kernel_size, norm))
+            self.right.append(ResidualStage(2 * w[level], right[i], kernel_size, norm))
         self.head = conv(3)(2 * w[0], out_channels, 1)
 
     def _first_stage(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,9 +173,10 @@ def vnet(
     base_width: int = 16,
     kernel_size: int = 5,
     norm: LayerSpec = "batch",
+    stage_convs: Sequence[int] = PAPER_STAGE_CONVS,
     dims: int = 3,
 ) -> VNet:
     """V-Net (Milletari 2016): residual 5x5x5 stages with PReLU, trained with the Dice loss."""
     if dims != 3:
         raise ValueError(f"vnet is 3D only, got dims={dims}")
-    return VNet(in_channels, out_channels, base_width, kernel_size, norm)
+    return VNet(in_channels, out_channels, base_width, kernel_size, norm, stage_convs)

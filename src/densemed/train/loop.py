@@ -215,6 +215,7 @@ class Trainer:
             if t.time_budget_s is not None and spent + time.perf_counter() - start >= t.time_budget_s:
                 self.log(f"time budget of {t.time_budget_s:g} s reached after epoch {epoch + 1}")
                 break
+        self._tune_instances()
         return RunResult(self.out, len(self.history), self.best, self.history)
 
     def _train_epoch(self, epoch: int) -> float:
@@ -269,6 +270,7 @@ class Trainer:
 
         self.model.eval()
         losses = []
+        self._val_patch_outputs: list[torch.Tensor] = []
         bs = self.cfg.data.batch_size
         for k in range(0, len(self.val_patches), bs):
             chunk = self.val_patches[k : k + bs]
@@ -276,6 +278,8 @@ class Trainer:
             with nets.all_outputs(self.model):
                 out = self.model(batch["image"])
             losses.append(compute_loss(self.loss_fn, out, batch, self.cfg.task).item())
+            if self.cfg.task == "sr":
+                self._val_patch_outputs.append(out.float().cpu())
         rec: dict[str, Any] = {"val_loss": float(np.mean(losses))}
         from densemed.infer.predict import output_kind
 
@@ -283,15 +287,7 @@ class Trainer:
             rec["val_score"] = -rec["val_loss"]
             return rec
         if self.cfg.task == "sr":
-            from densemed.metrics.image_quality import psnr
-
-            scores = []
-            for case in self.val_cases:
-                x = torch.from_numpy(case.image)[None]
-                pred = predict_probabilities(self.model, x, self.cfg, self.device)[0].numpy()
-                truth = case.maps["target"]
-                scores.append(psnr(pred, truth, data_range=float(truth.max() - truth.min())))
-            rec["val_psnr"] = float(np.mean(scores))
+            rec["val_psnr"] = self._val_psnr()
             rec["val_score"] = rec["val_psnr"]
             return rec
         from densemed.metrics.confusion import confusion, dice
@@ -307,6 +303,27 @@ class Trainer:
         rec["val_dice"] = float(per_class_mean.mean())
         rec["val_score"] = rec["val_dice"]
         return rec
+
+    def _val_psnr(self) -> float:
+        """Mean PSNR (dB) of the validation patches predicted by :meth:`validate`, each against its
+        volume's intensity range; with ``train.val_full_images`` of the whole volumes instead."""
+        from densemed.infer.predict import predict_probabilities
+        from densemed.metrics.image_quality import psnr
+
+        ranges = {id(c): float(c.maps["target"].max() - c.maps["target"].min()) for c in self.val_cases}
+        if self.cfg.train.val_full_images:
+            scores = []
+            for case in self.val_cases:
+                pred = predict_probabilities(self.model, torch.from_numpy(case.image)[None], self.cfg, self.device)
+                scores.append(psnr(pred[0].numpy(), case.maps["target"], data_range=ranges[id(case)]))
+            return float(np.mean(scores))
+        per_case = self.cfg.data.val_patches_per_image
+        preds = torch.cat(self._val_patch_outputs).numpy()
+        scores = [
+            psnr(pred, patch["target"].numpy(), data_range=ranges[id(self.val_cases[k // per_case])])
+            for k, (pred, patch) in enumerate(zip(preds, self.val_patches))
+        ]
+        return float(np.mean(scores))
 
     # -- outputs -------------------------------------------------------------------------
     def _checkpoint(self, epoch: int, improved: bool) -> None:
@@ -324,6 +341,33 @@ class Trainer:
         save_atomic(ckpt, self.out / "last.pt")
         if improved or not (self.out / "best.pt").exists():
             save_atomic(ckpt, self.out / "best.pt")
+
+    def _tune_instances(self) -> None:
+        """``infer.instances.h: auto`` (DeepDistance): choose ``h`` on the validation images with the
+        weights of best.pt and of last.pt, and write it into each checkpoint's recipe."""
+        from densemed.infer.instances import DEFAULT_H, default_method, instance_params, tune_h
+
+        params = instance_params(self.cfg)
+        if params.get("h") != "auto" or (params.get("method") or default_method(self.cfg)) != "deepdistance":
+            return
+        done: dict[int, tuple[float, dict[float, float]] | None] = {}
+        for name in ("best.pt", "last.pt"):  # last.pt second: the model ends with its weights
+            path = self.out / name
+            ckpt = load_checkpoint(path, self.device)
+            epoch = int(ckpt["epoch"])
+            if epoch not in done:
+                self.model.load_state_dict(ckpt["model"])
+                done[epoch] = tune_h(self.model, self.val_cases, self.cfg, self.device)
+            found = done[epoch]
+            h = DEFAULT_H if found is None else found[0]
+            ckpt["config"]["infer"]["instances"]["h"] = h
+            ckpt["h_scores"] = {} if found is None else found[1]
+            save_atomic(ckpt, path)
+            if found is None:
+                self.log(f"{path}: no validation images with instance ids, DeepDistance h = {h:g} (default)")
+            else:
+                self.log(f"{path}: DeepDistance h = {h:g} chosen on {len(self.val_cases)} validation images "
+                         f"(detection F1 {found[1][h]:.3f})")
 
     def _write_history(self) -> None:
         text = "".join(json.dumps(h) + "\n" for h in self.history)
