@@ -162,3 +162,19 @@ def test_instance_callback_rejects_a_recipe_typo_early():
                           infer=SimpleNamespace(window=None, overlap=0.5, instances={"method": "dcan", "t0": 0.5}))
     with pytest.raises(DensemedError, match="no option 't0'"):
         instance_callback(cfg)
+
+
+def test_h_auto_of_an_unfinished_run_predicts_with_the_default_h():
+    from types import SimpleNamespace
+
+    import densemed.nets as nets
+    from densemed.infer.instances import DEFAULT_H, instance_callback, network_outputs, to_instances
+
+    torch.manual_seed(0)
+    net = nets.build("deepdistance", in_channels=1, base_width=4, depth=2, segmentation=True).eval()
+    x = torch.randn(1, 1, 24, 24)
+    auto = SimpleNamespace(model={"name": "deepdistance"}, data=SimpleNamespace(patch_size=[16, 16]),
+                           infer=SimpleNamespace(window=None, overlap=0.5, instances={"h": "auto"}))
+    got = instance_callback(auto)(net, x, np.zeros((2, 24, 24), np.float32))
+    expected = to_instances(network_outputs(net, x, [16, 16], 0.5), "deepdistance", h=DEFAULT_H)
+    np.testing.assert_array_equal(got, expected)

@@ -21,8 +21,11 @@ Documented choices where the paper is silent or differs:
 
 * The first stage's residual: the input is repeated along channels to 16 channels (as in the
   paper's figure) when ``in_channels`` divides ``base_width``, else projected by a 1x1x1 conv.
-* ``norm="batch"`` by default (the 2016 Caffe network had none; batch norm after every
-  convolution makes training from scratch on small data reliable); ``norm=None`` is the paper.
+* ``norm="batch"`` by default (the 2016 Caffe network had none; a norm after every convolution
+  makes training from scratch on small data reliable); ``norm=None`` is the paper. With small
+  3D batches and the Dice loss alone, batch norm's running statistics can fail to carry over to
+  whole volumes at prediction time (measured on the hippocampus, see
+  ``configs/vnet_hippocampus.yaml``), so that recipe uses ``norm="instance"``.
 * ``stage_convs``: the nine stages' convolution counts (left 4, bottom, right 4) are a parameter;
   the default is the paper's ``(1, 2, 3, 3, 3, 3, 3, 2, 1)`` (21 convolutions of 5x5x5). MONAI's
   ``VNet`` uses ``(1, 1, 2, 3, 2, 2, 2, 1, 1)`` (15); that setting makes the two comparable
