@@ -64,7 +64,7 @@ def run(quick: bool) -> list[Row]:
         with torch.no_grad():
             diff = abs(ours(logits, target).item() - ref(logits, target).item())
         case = f"{name} fwd+bwd 8x1x{size}x{size}"
-        row = compare(case, lambda: step(ours), lambda: step(ref), "MONAI 1.x", repeats)
+        row = compare(case, lambda ours=ours: step(ours), lambda ref=ref: step(ref), "MONAI 1.x", repeats)
         row.extra["|ours - MONAI|"] = f"{diff:.1e}"
         rows.append(row)
 

@@ -31,7 +31,6 @@ memory freed by the previous network stays mapped and would hide the next one's 
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,17 +58,21 @@ def _params(net: nn.Module) -> str:
 
 
 def _models(case: str) -> tuple[nn.Module, nn.Module, str]:
-    import densemed.nets as nets
     from monai.networks.nets import UNet as MonaiUNet
     from monai.networks.nets import VNet as MonaiVNet
 
+    import densemed.nets as nets
+
     if case.startswith("unet3d"):
-        ours = nets.build("unet", dims=3, in_channels=1, out_channels=2, depth=3, base_width=16, norm="batch", act="relu")
+        ours = nets.build(
+            "unet", dims=3, in_channels=1, out_channels=2, depth=3, base_width=16, norm="batch", act="relu"
+        )
         if case == "unet3d":
             ref = MonaiUNet(3, 1, 2, channels=(16, 32, 64, 128, 128), strides=(1, 2, 2, 2), num_res_units=2,
                             norm="batch", act="relu")
             return ours, ref, "monai UNet matched (16,32,64,128,128; s 1,2,2,2)"
-        ref = MonaiUNet(3, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2, norm="batch", act="relu")
+        ref = MonaiUNet(3, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2,
+                        norm="batch", act="relu")
         return ours, ref, "monai UNet literal (16,32,64,128; s 2,2,2)"
     from densemed.nets.vnet import MONAI_STAGE_CONVS, PAPER_STAGE_CONVS
 

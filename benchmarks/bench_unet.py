@@ -65,7 +65,8 @@ def run(quick: bool = False) -> list[Row]:
     dev = bench_device()
     reps = 3 if quick else 5
     ours = nets.build("unet", dims=2, in_channels=1, out_channels=2, base_width=32, norm="instance", act=ACT).to(dev)
-    ref = BasicUNet(2, 1, 2, features=(32, 64, 128, 256, 512, 32), act=("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
+    ref = BasicUNet(2, 1, 2, features=(32, 64, 128, 256, 512, 32),
+                    act=("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
                     norm=("instance", {"affine": True}), dropout=0.0, upsample="deconv").to(dev)
     x = torch.randn(4, 1, 256, 256).to(dev)
     y = torch.randint(0, 2, (4, 256, 256)).to(dev)
@@ -81,7 +82,9 @@ def run(quick: bool = False) -> list[Row]:
     r.extra = {
         "params": f"{nets.count_parameters(ours):,} vs {sum(p.numel() for p in ref.parameters()):,}",
         "conv GFLOP/step": f"{flops / 1e9:.1f}",
-        "achieved": f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of matmul peak {peak / 1e9:.0f} GFLOP/s",
+        "achieved": (
+            f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of matmul peak {peak / 1e9:.0f} GFLOP/s"
+        ),
     }
     rows.append(r)
 
@@ -96,7 +99,8 @@ def run(quick: bool = False) -> list[Row]:
         with torch.inference_mode():
             return sliding_window_inference(img, (256, 256), 4, ref, overlap=0.5, mode="gaussian")
 
-    rows.append(compare("sliding window 2D 1x1x1024x1024, window 256, overlap 0.5", sw_ours, sw_ref, "MONAI sliding_window_inference", repeats=max(2, reps - 2)))
+    rows.append(compare("sliding window 2D 1x1x1024x1024, window 256, overlap 0.5", sw_ours, sw_ref,
+                        "MONAI sliding_window_inference", repeats=max(2, reps - 2)))
 
     ours3, vol = _sliding_window_3d_case()
 
@@ -108,7 +112,8 @@ def run(quick: bool = False) -> list[Row]:
         with torch.inference_mode():
             return sliding_window_inference(vol, (64, 64, 64), 2, ours3, overlap=0.25, mode="gaussian")
 
-    r3 = compare("sliding window 3D 1x1x192^3, window 64, overlap 0.25 (same network)", sw3_ours, sw3_ref, "MONAI sliding_window_inference", repeats=2)
+    r3 = compare("sliding window 3D 1x1x192^3, window 64, overlap 0.25 (same network)", sw3_ours, sw3_ref,
+                 "MONAI sliding_window_inference", repeats=2)
     peaks = [in_fresh_process(sliding_window_3d_peak, which) for which in ("densemed", "monai")]
     r3.extra = {"peak MiB densemed / MONAI (fresh process)": f"{peaks[0]:.0f} / {peaks[1]:.0f}"}
     rows.append(r3)

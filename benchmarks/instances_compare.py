@@ -83,7 +83,9 @@ def score(key: str, out: Path, methods: dict, epochs: int, train_s: float, args:
     train_cases, val_cases = load_cases(cfg)
     window = cfg.data.patch_size
 
-    params = {m: {**p, **({"min_size": args.min_size} if args.min_size is not None else {})} for m, p in methods.items()}
+    params = {
+        m: {**p, **({"min_size": args.min_size} if args.min_size is not None else {})} for m, p in methods.items()
+    }
     rec: dict = {"model": key, "epochs": epochs, "train_s": round(train_s, 1), "n_val": len(val_cases),
                  "min_size": args.min_size}
     if "deepdistance" in params:  # h from training images, never from the scored ones

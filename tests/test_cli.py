@@ -124,10 +124,11 @@ def test_deepdistance_predicts_distance_maps_or_instances(tmp_path):
                  "train.epochs=1", f"train.out={run}", "train.progress=false",
                  "loss.tasks={inner_distance: {loss: {name: mse}, target: inner_distance},"
                  " outer_distance: {loss: {name: mse}, target: outer_distance}}"]) == 0
-    assert main(["predict", "--checkpoint", str(run), "--input", str(root / "images" / "c0.png"), "--output", str(tmp_path / "m")]) == 0
+    assert main(["predict", "--checkpoint", str(run), "--input", str(root / "images" / "c0.png"),
+                 "--output", str(tmp_path / "m")]) == 0
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["c0_map0.tif", "c0_map1.tif"]
-    assert main(["predict", "--checkpoint", str(run), "--input", str(root / "images" / "c0.png"), "--output", str(tmp_path / "i"),
-                 "--instances"]) == 0
+    assert main(["predict", "--checkpoint", str(run), "--input", str(root / "images" / "c0.png"),
+                 "--output", str(tmp_path / "i"), "--instances"]) == 0
     inst = np.asarray(Image.open(tmp_path / "i" / "c0.png"))
     assert inst.shape == (40, 40) and inst.min() >= 0
 

@@ -15,7 +15,9 @@ def test_unknown_section_is_rejected_with_suggestion():
 
 
 def test_overrides_are_parsed_as_yaml_values():
-    cfg = config.load(None, ["train.epochs=3", "data.patch_size=[32,48]", "train.lr=1e-4", "data.label_map={0: 1, 255: 0}"])
+    cfg = config.load(
+        None, ["train.epochs=3", "data.patch_size=[32,48]", "train.lr=1e-4", "data.label_map={0: 1, 255: 0}"]
+    )
     assert cfg.train.epochs == 3
     assert cfg.data.patch_size == [32, 48]
     assert cfg.train.lr == pytest.approx(1e-4)

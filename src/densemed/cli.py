@@ -148,13 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     from densemed import __version__
 
-    p = argparse.ArgumentParser(prog="densemed", description="Dense prediction networks for medical image segmentation.")
+    p = argparse.ArgumentParser(
+        prog="densemed", description="Dense prediction networks for medical image segmentation."
+    )
     p.add_argument("--version", action="version", version=f"densemed {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train from a YAML recipe")
     t.add_argument("config", nargs="?", help="recipe YAML (configs/*.yaml); without it the defaults plus --set")
-    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe keys, e.g. train.epochs=3")
+    t.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe keys, e.g. train.epochs=3"
+    )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (overrides train.device)")
     t.set_defaults(fn=_cmd_train)
@@ -168,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlap", type=float, help="sliding-window overlap (default from the recipe, 0.5)")
     pr.add_argument("--window", type=int, nargs="+", help="sliding-window size per axis (default: the training patch)")
     pr.add_argument("--instances", action="store_true", help="write instance label maps (touching objects separated)")
-    pr.add_argument("--instance-method", default=None, help="components | watershed | dcan | deepdistance (default by network)")
+    pr.add_argument(
+        "--instance-method", default=None, help="components | watershed | dcan | deepdistance (default by network)"
+    )
     pr.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     pr.set_defaults(fn=_cmd_predict)
 
@@ -197,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
     b.set_defaults(fn=_cmd_bench)
 
-    g = sub.add_parser("degrade", help="simulate thick slices (block average + tricubic back to the grid) for super-resolution")
+    g = sub.add_parser(
+        "degrade", help="simulate thick slices (block average + tricubic back to the grid) for super-resolution"
+    )
     g.add_argument("--input", required=True, help="a NIfTI volume or a folder of them (high resolution)")
     g.add_argument("--output", required=True, help="output folder: the tricubic baseline, and the input of predict")
     g.add_argument("--factor", type=int, default=2, help="slice thickness factor")

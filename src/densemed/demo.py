@@ -25,7 +25,9 @@ def demo_config(out: str, data: str | None, budget: float, device: str) -> Confi
         "model": {"name": "unet", "base_width": 16, "depth": 3},
         "loss": {"name": "dice_ce"},
         "augment": {"flip": {"p": 0.5}, "rot90": {"p": 0.5}},
-        "train": {"epochs": 200, "lr": 3e-3, "time_budget_s": budget, "out": out, "device": device, "scheduler": "none"},
+        "train": {
+            "epochs": 200, "lr": 3e-3, "time_budget_s": budget, "out": out, "device": device, "scheduler": "none"
+        },
         "data": {"batch_size": 8, "samples_per_epoch": 64, "val_fraction": 0.2},
     }
     if data is None:
@@ -83,7 +85,8 @@ def run_demo(out: str = "runs/demo", data: str | None = None, budget: float = 90
     save_overlay(case.image[0], case.label, pred.numpy(), overlay)
     per_class = ", ".join(f"class {i + 1}: {v:.3f}" for i, v in enumerate(mean))
     print(
-        f"held-out Dice {mean.mean():.3f} ({per_class}) on {len(trainer.val_cases)} images after {result.epochs} epochs, "
+        f"held-out Dice {mean.mean():.3f} ({per_class}) on {len(trainer.val_cases)} images "
+        f"after {result.epochs} epochs, "
         f"{time.perf_counter() - tic:.0f} s; overlay: {overlay}"
     )
     return 0

@@ -10,11 +10,11 @@ import torch
 
 PathType = Union[str, "PathLike[str]"]
 #: A layer given by name, or by ``(name, kwargs)``, so that it fits in YAML.
-LayerSpec = Union[str, tuple[str, dict[str, Any]], list[Any], None]
+LayerSpec = str | tuple[str, dict[str, Any]] | list[Any] | None
 #: Spatial size: ``(H, W)`` or ``(D, H, W)``.
 SpatialSize = Sequence[int]
 #: What a network returns in training mode: its logits, a list of outputs (deep supervision,
 #: stages), or a dict of named task outputs (multi-task networks).
-NetOutput = Union[torch.Tensor, list[torch.Tensor], dict[str, Any]]
+NetOutput = torch.Tensor | list[torch.Tensor] | dict[str, Any]
 #: A batch: ``image`` (B, C, *spatial) float, ``label`` (B, 1, *spatial) int64, optional maps.
 Batch = dict[str, torch.Tensor]

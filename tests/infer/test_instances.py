@@ -104,7 +104,9 @@ def test_detect_and_choose_h(cells):
 def test_head_maps_activation_and_names():
     logits = torch.zeros(2, 3, 4)
     logits[1] = 2.0
-    out = head_maps({"object": [logits, logits], "contour": torch.zeros(1, 3, 4), "inner_distance": torch.ones(1, 3, 4)})
+    out = head_maps(
+        {"object": [logits, logits], "contour": torch.zeros(1, 3, 4), "inner_distance": torch.ones(1, 3, 4)}
+    )
     np.testing.assert_allclose(out["foreground"], 1 / (1 + np.exp(-2.0)), rtol=1e-6)
     np.testing.assert_allclose(out["contour"], 0.5)
     np.testing.assert_allclose(out["inner_distance"], 1.0)

@@ -29,7 +29,8 @@ def test_isbi_short_training_beats_all_foreground_and_predict_evaluate_run(real_
     for name in ("slice_20.png", "slice_21.png"):
         shutil.copy(real_data / "isbi2012_em" / "images" / name, inp / name)
         shutil.copy(real_data / "isbi2012_em" / "labels" / name, truth / name)
-    assert main(["predict", "--checkpoint", str(run / "best.pt"), "--input", str(inp), "--output", str(tmp_path / "pred")]) == 0
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), "--input", str(inp),
+                 "--output", str(tmp_path / "pred")]) == 0
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(truth), "--label-map", "0:1,255:0",
                  "--json", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())

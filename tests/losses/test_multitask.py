@@ -96,7 +96,10 @@ def test_bad_recipes_raise():
 
 
 def test_gradcheck_float64():
-    tasks = {"m": {"loss": {"name": "ce"}, "target": "label"}, "d": {"loss": {"name": "mse"}, "target": "d", "weight": 2}}
+    tasks = {
+        "m": {"loss": {"name": "ce"}, "target": "label"},
+        "d": {"loss": {"name": "mse"}, "target": "d", "weight": 2},
+    }
     loss = MultiTaskLoss(tasks)
     y = torch.randint(0, 2, (1, 1, 3, 3))
     d = torch.rand(1, 1, 3, 3, dtype=torch.float64)

@@ -55,7 +55,9 @@ def call(name, loss, logits, target, weights=None):
     if name == "attentionboost":
         # Earlier stages are constants here: beta is detached by design, so finite differences
         # through stage 1 would see a dependence the analytic gradient deliberately drops.
-        fixed = torch.randn(logits.shape, generator=torch.Generator().manual_seed(5), dtype=logits.dtype).to(logits.device)
+        fixed = torch.randn(
+            logits.shape, generator=torch.Generator().manual_seed(5), dtype=logits.dtype
+        ).to(logits.device)
         return loss([fixed, logits], target, weights=weights)
     if name == "deep_supervision":
         return loss([logits, logits[:, :, ::2, ::2]], target, weights=weights)
@@ -138,7 +140,8 @@ def test_cuda_value_and_gradient_equal_cpu(name, cuda_exact):
     v_cpu = call(name, loss, x_cpu, target, weights)
     v_cpu.backward()
     x_gpu = logits.to(cuda_exact).requires_grad_()
-    v_gpu = call(name, loss.to(cuda_exact), x_gpu, target.to(cuda_exact), None if weights is None else weights.to(cuda_exact))
+    w_gpu = None if weights is None else weights.to(cuda_exact)
+    v_gpu = call(name, loss.to(cuda_exact), x_gpu, target.to(cuda_exact), w_gpu)
     v_gpu.backward()
     torch.testing.assert_close(v_gpu.cpu(), v_cpu.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, atol=1e-5, rtol=1e-5)

@@ -38,7 +38,10 @@ def test_run_folder_has_config_metrics_curves_and_checkpoints(tmp_path):
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     train(_cfg(tmp_path / "a", "train.epochs=2", "augment={flip: {p: 0.5}}"), log=lambda s: None)
     # interrupted after its first epoch by a tiny time budget, then resumed without one
-    train(_cfg(tmp_path / "b", "train.epochs=2", "augment={flip: {p: 0.5}}", "train.time_budget_s=1e-6"), log=lambda s: None)
+    train(
+        _cfg(tmp_path / "b", "train.epochs=2", "augment={flip: {p: 0.5}}", "train.time_budget_s=1e-6"),
+        log=lambda s: None,
+    )
     assert load(tmp_path / "b" / "last.pt")["epoch"] == 0
     train(_cfg(tmp_path / "b", "train.epochs=2", "augment={flip: {p: 0.5}}"), resume=True, log=lambda s: None)
     a, b = load(tmp_path / "a" / "last.pt"), load(tmp_path / "b" / "last.pt")
@@ -119,7 +122,9 @@ def test_deepdistance_h_auto_is_chosen_on_validation_images_and_stored_in_both_c
     from densemed.infer.instances import choose_h, network_outputs
     from densemed.infer.predict import model_from_checkpoint
 
-    trainer = Trainer(_cfg(tmp_path / "dd", "train.epochs=3", "data.val_fraction=0.25", *DEEPDISTANCE), log=lambda s: None)
+    trainer = Trainer(
+        _cfg(tmp_path / "dd", "train.epochs=3", "data.val_fraction=0.25", *DEEPDISTANCE), log=lambda s: None
+    )
     trainer.fit()
     for name in ("best.pt", "last.pt"):
         ckpt = load(tmp_path / "dd" / name)
@@ -192,5 +197,7 @@ def test_sr_validation_psnr_on_patches_or_whole_volumes(smooth_volumes, tmp_path
     if full:
         expected = psnr(case.image, target, data_range=rng)
     else:
-        expected = float(np.mean([psnr(p["image"].numpy(), p["target"].numpy(), data_range=rng) for p in trainer.val_patches]))
+        expected = float(
+            np.mean([psnr(p["image"].numpy(), p["target"].numpy(), data_range=rng) for p in trainer.val_patches])
+        )
     assert got == pytest.approx(expected, rel=1e-5)

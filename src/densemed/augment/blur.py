@@ -1,4 +1,6 @@
-"""Gaussian blur with a per-sample ``sigma`` (pixels), separable along every spatial axis:
+"""Gaussian blur with a per-sample ``sigma`` (pixels), separable along every spatial axis.
+
+Each sample is blurred as
 
     x' = x * g_sigma,  g_sigma(k) = exp(-k^2 / (2 sigma^2)) / sum_j exp(-j^2 / (2 sigma^2)),
     |k| <= ceil(3 sigma),

@@ -1,5 +1,6 @@
-"""Brightness: an additive offset per sample, ``x' = x + delta`` (on z-scored images, in units of
-the image's standard deviation), ``delta`` uniform in ``[-d, d]``.
+"""Brightness: an additive offset per sample, ``x' = x + delta``.
+
+``delta`` is uniform in ``[-d, d]`` (on z-scored images, in units of the image's standard deviation).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Contrast: scale each channel about its mean, ``x' = (x - m) f + m``, ``m`` the per-sample,
-per-channel mean over space, ``f`` uniform in the configured range (nnU-Net uses [0.75, 1.25]).
+"""Contrast: scale each channel about its mean, ``x' = (x - m) f + m``.
+
+``m`` is the per-sample, per-channel mean over space, ``f`` uniform in the configured range (nnU-Net uses
+[0.75, 1.25]).
 """
 
 from __future__ import annotations

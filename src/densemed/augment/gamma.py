@@ -1,4 +1,6 @@
-"""Gamma: a power law on the image rescaled to [0, 1] per sample and channel,
+"""Gamma: a power law on the image rescaled to [0, 1] per sample and channel.
+
+That is,
 
     x' = lo + (hi - lo) ((x - lo) / (hi - lo))^gamma,
 

@@ -95,7 +95,9 @@ def map_labels(label: np.ndarray, cfg: DataConfig, path: Path | str) -> np.ndarr
     return label
 
 
-def resample(arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence[float] | None, order: int) -> np.ndarray:
+def resample(
+    arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence[float] | None, order: int
+) -> np.ndarray:
     """Resample ``(*S)`` or ``(C, *S)`` from ``spacing`` to ``target`` spacing (``order`` 0 for labels)."""
     if target is None or spacing is None:
         return arr
@@ -104,7 +106,11 @@ def resample(arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence[
     zoom = [float(s) / float(t) for s, t in zip(spacing, target)]
     if np.allclose(zoom, 1.0):
         return arr
-    return np.stack([ndi.zoom(a, zoom, order=order) for a in arr]) if arr.ndim == len(zoom) + 1 else ndi.zoom(arr, zoom, order=order)
+    return (
+        np.stack([ndi.zoom(a, zoom, order=order) for a in arr])
+        if arr.ndim == len(zoom) + 1
+        else ndi.zoom(arr, zoom, order=order)
+    )
 
 
 def target_maps(instances: np.ndarray, spacing: Sequence[float] | None, d: DataConfig) -> dict[str, np.ndarray]:
@@ -204,7 +210,9 @@ def _crop(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndar
     return out
 
 
-def sample_patch(case: Case, size: Sequence[int], fg_fraction: float, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+def sample_patch(
+    case: Case, size: Sequence[int], fg_fraction: float, rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
     """A random patch of ``case`` as a sample dict (``image`` ``(C, *P)``, ``label`` ``(1, *P)``, maps)."""
     spatial = case.image.shape[1:]
     center = None
@@ -243,7 +251,9 @@ class PatchDataset(Dataset):
     Call :meth:`set_epoch` before each epoch; item ``i`` uses ``default_rng([seed, epoch, i])``.
     """
 
-    def __init__(self, cases: list[Case], patch_size: Sequence[int], fg_fraction: float, samples: int, seed: int = 0) -> None:
+    def __init__(
+        self, cases: list[Case], patch_size: Sequence[int], fg_fraction: float, samples: int, seed: int = 0
+    ) -> None:
         if not cases:
             raise DensemedError("training split is empty: add images or lower data.val_fraction")
         self.cases, self.size, self.fg, self.samples, self.seed = cases, list(patch_size), fg_fraction, samples, seed
@@ -262,7 +272,9 @@ class PatchDataset(Dataset):
         return sample_patch(case, self.size, self.fg, rng)
 
 
-def fixed_patches(cases: list[Case], patch_size: Sequence[int], per_case: int, seed: int = 1234) -> list[dict[str, torch.Tensor]]:
+def fixed_patches(
+    cases: list[Case], patch_size: Sequence[int], per_case: int, seed: int = 1234
+) -> list[dict[str, torch.Tensor]]:
     """Deterministic validation patches (same every epoch), for the validation loss."""
     out = []
     for k, case in enumerate(cases):

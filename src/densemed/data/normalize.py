@@ -1,5 +1,7 @@
-"""Per-image intensity normalisation (each image or volume on its own: MR intensities differ
-wildly between scans, e.g. the hippocampus crops range from uint8 to 1.6e6)."""
+"""Per-image intensity normalisation (each image or volume on its own).
+
+MR intensities differ wildly between scans, e.g. the hippocampus crops range from uint8 to 1.6e6.
+"""
 
 from __future__ import annotations
 

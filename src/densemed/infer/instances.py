@@ -407,7 +407,9 @@ def tune_h(
     for case in cases:
         out = network_outputs(model, torch.from_numpy(case.image)[None], window, overlap, device)  # type: ignore[attr-defined]
         inner.append(out["inner_distance"])
-        masks.append(out["foreground"] > threshold if "foreground" in out else np.ones(out["inner_distance"].shape, bool))
+        masks.append(
+            out["foreground"] > threshold if "foreground" in out else np.ones(out["inner_distance"].shape, bool)
+        )
     return choose_h(inner, [c.instances for c in cases], radius=radius, masks=masks)  # type: ignore[attr-defined]
 
 
@@ -416,8 +418,11 @@ DEFAULT_METHOD = {"dcan": "dcan", "deepdistance": "deepdistance"}
 
 
 def default_method(cfg: object) -> str:
-    """``dcan`` / ``deepdistance`` for those networks, ``contour_watershed`` for a multitask net
-    with a contour head, else the distance-transform ``watershed``."""
+    """Default instance-separation method for the network in ``cfg``.
+
+    ``dcan`` / ``deepdistance`` for those networks, ``contour_watershed`` for a multitask net
+    with a contour head, else the distance-transform ``watershed``.
+    """
     model = dict(getattr(cfg, "model", {}) or {})
     name = str(model.get("name", ""))
     if name in DEFAULT_METHOD:

@@ -61,7 +61,9 @@ def predict_probabilities(
         def fwd(t: torch.Tensor) -> torch.Tensor:
             return activation(model(t), kind)
 
-        return sliding_window(fwd, x, window, cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend, device, out_device)
+        return sliding_window(
+            fwd, x, window, cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend, device, out_device
+        )
 
     with torch.inference_mode():
         return flip_tta(run, image) if tta else run(image)

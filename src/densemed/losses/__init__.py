@@ -9,8 +9,14 @@ indices ``(B, 1, *S)`` or one-hot ``(B, C, *S)``; ``names()`` lists them. The pu
 Modules are imported here explicitly so that registration never depends on what a user imported.
 """
 
-from densemed.losses import attentionboost, cross_entropy, dice, focal, wrappers  # noqa: F401
-from densemed.losses import multitask  # noqa: F401
+from densemed.losses import (
+    attentionboost,  # noqa: F401
+    cross_entropy,  # noqa: F401
+    dice,  # noqa: F401
+    focal,  # noqa: F401
+    multitask,  # noqa: F401
+    wrappers,  # noqa: F401
+)
 from densemed.losses.functional import class_weights_from_labels
 from densemed.losses.registry import Loss, build, names, register
 from densemed.targets.weights import border_weight_map

@@ -59,6 +59,7 @@ class AttentionBoostLoss(Loss):
         target: torch.Tensor,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """AttentionBoost loss of the stage outputs (one tensor counts as a single stage) against ``target``."""
         stages = [output] if isinstance(output, torch.Tensor) else list(output)
         if not stages:
             raise ValueError("attentionboost: empty list of stage outputs")

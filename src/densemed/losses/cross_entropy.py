@@ -54,6 +54,7 @@ class BCELoss(Loss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Sigmoid binary cross entropy of one-channel logits against ``target``."""
         self.check(output, target, weights)
         if output.shape[1] != 1:
             raise ValueError(f"bce needs one-channel logits, got {output.shape[1]} channels (use 'ce')")
@@ -74,6 +75,7 @@ class CrossEntropyLoss(Loss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Unweighted cross entropy of the logits ``output`` against ``target``."""
         self.check(output, target, weights)
         return LF.cross_entropy(output, target, reduction=self.reduction)
 
@@ -108,5 +110,6 @@ class WeightedCrossEntropyLoss(Loss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Cross entropy weighted per pixel by ``weights`` and per class by ``class_weights``."""
         self.check(output, target, weights)
         return LF.cross_entropy(output, target, weights, self.class_weights, self.reduction)

@@ -61,6 +61,7 @@ class DiceLoss(_RegionLoss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Soft Dice loss of the logits ``output`` against ``target``."""
         self.check(output, target, weights)
         return LF.dice_loss(output, target, self.include_background, self.smooth, self.batch, self.reduction)
 
@@ -92,6 +93,7 @@ class GeneralizedDiceLoss(_RegionLoss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Generalized Dice loss of the logits ``output`` against ``target``."""
         self.check(output, target, weights)
         return LF.generalized_dice_loss(
             output, target, self.include_background, self.smooth, self.batch, self.reduction
@@ -132,6 +134,7 @@ class TverskyLoss(_RegionLoss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Tversky loss of the logits ``output`` against ``target``."""
         self.check(output, target, weights)
         return LF.tversky_loss(
             output, target, self.alpha, self.beta, self.include_background, self.smooth, self.batch,

@@ -50,5 +50,6 @@ class FocalLoss(Loss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Focal loss of the logits ``output`` against ``target``, optionally weighted per pixel."""
         self.check(output, target, weights)
         return LF.focal_loss(output, target, self.gamma, self.alpha, weights, self.reduction)

@@ -65,6 +65,7 @@ class MSELoss(Loss):
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Squared error of ``output`` against ``target``, optionally weighted per pixel, then reduced."""
         if not isinstance(output, torch.Tensor):
             raise ValueError(f"mse takes one tensor, got {type(output).__name__}")
         same_grid = target.shape[0] == output.shape[0] and target.shape[2:] == output.shape[2:]
@@ -179,6 +180,7 @@ class MultiTaskLoss(Loss):
     def forward(
         self, output: Any, batch: Mapping[str, torch.Tensor], weights: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Weighted sum of each head's task loss, targets taken from ``batch``; terms kept in ``last_terms``."""
         if isinstance(output, (torch.Tensor, list, tuple)):
             output = {self.main: output}  # eval mode: the main head only
         if not isinstance(output, Mapping):

@@ -53,6 +53,7 @@ class Loss(nn.Module):
                 )
 
     def extra_repr(self) -> str:
+        """The constructor options set on this loss, for its ``repr``."""
         keys = [k for k in inspect.signature(type(self).__init__).parameters if k != "self"]
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in keys if hasattr(self, k))
 

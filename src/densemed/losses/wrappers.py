@@ -57,6 +57,7 @@ class CompoundLoss(Loss):
         self.accepts_weights = any(_accepts(m) for m in self.terms)
 
     def forward(self, output: Any, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the terms' losses times their factors; ``weights`` go only to terms that use them."""
         if weights is not None and not self.accepts_weights:
             raise ValueError("compound: per-pixel weights given but no term uses them")
         total = 0.0
@@ -148,6 +149,7 @@ class DeepSupervisionLoss(Loss):
         target: torch.Tensor,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Wrapped loss of each output against the target (and weights) resized to it, summed with level weights."""
         outs = [output] if isinstance(output, torch.Tensor) else list(output)
         factors = self.level_weights or [0.5**i for i in range(len(outs))]
         if len(outs) > len(factors):

@@ -1,8 +1,8 @@
-"""Per-class confusion counts for integer label maps, and the overlap scores made from them.
+r"""Per-class confusion counts for integer label maps, and the overlap scores made from them.
 
 For class ``c`` with prediction ``P`` and truth ``T`` (sets of pixels/voxels):
 
-* ``TP = |P ∩ T|``, ``FP = |P \\ T|``, ``FN = |T \\ P|``, ``TN = N - TP - FP - FN``
+* ``TP = |P ∩ T|``, ``FP = |P \ T|``, ``FN = |T \ P|``, ``TN = N - TP - FP - FN``
 * Dice (Sørensen 1948; Dice 1945): ``D = 2 TP / (2 TP + FP + FN) = 2|P ∩ T| / (|P| + |T|)``
 * IoU / Jaccard (Jaccard 1912): ``J = TP / (TP + FP + FN) = |P ∩ T| / |P ∪ T|``, and ``J = D / (2 - D)``
 * precision ``TP / (TP + FP)``, recall (sensitivity) ``TP / (TP + FN)``
@@ -22,12 +22,12 @@ loop's validation never leaves the GPU until it reads the final numbers.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 
 class ConfusionStats(NamedTuple):

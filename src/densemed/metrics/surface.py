@@ -1,7 +1,7 @@
-"""Surface distances between two binary masks: Hausdorff distance, its 95th percentile, mean distance.
+r"""Surface distances between two binary masks: Hausdorff distance, its 95th percentile, mean distance.
 
 The surface ``∂A`` of a mask ``A`` is its set of boundary pixels/voxels: the foreground elements
-with at least one face-neighbour in the background, ``∂A = A \\ erode(A)`` with the cross-shaped
+with at least one face-neighbour in the background, ``∂A = A \ erode(A)`` with the cross-shaped
 (face-connected) structuring element, pixels outside the image counting as background. For every
 element of ``∂P`` its distance to the nearest element of ``∂T`` is read from the exact Euclidean
 distance transform of ``¬∂T`` (Maurer et al. 2003 via ``scipy.ndimage.distance_transform_edt``,
@@ -30,14 +30,13 @@ small objects in large volumes cheap.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-Array = Union[np.ndarray, torch.Tensor]
-Spacing = Union[float, Sequence[float], None]
+Array = np.ndarray | torch.Tensor
+Spacing = float | Sequence[float] | None
 
 
 def _as_mask(a: Array) -> np.ndarray:

@@ -8,15 +8,19 @@ in training mode; in eval mode every network returns its main logits tensor.
 Modules are imported here explicitly so that registration never depends on what a user imported.
 """
 
-from densemed.nets import unet  # noqa: F401
-from densemed.nets import fcn  # noqa: F401
-from densemed.nets import deconvnet  # noqa: F401
-from densemed.nets import attentionboost  # noqa: F401
-from densemed.nets import unet3d_ds  # noqa: F401
-from densemed.nets import vnet  # noqa: F401
-from densemed.nets import voxresnet  # noqa: F401
-from densemed.nets import deepresolve  # noqa: F401
-from densemed.nets import multitask, dcan, deepdistance  # noqa: F401
+from densemed.nets import (
+    attentionboost,  # noqa: F401
+    dcan,  # noqa: F401
+    deconvnet,  # noqa: F401
+    deepdistance,  # noqa: F401
+    deepresolve,  # noqa: F401
+    fcn,  # noqa: F401
+    multitask,  # noqa: F401
+    unet,  # noqa: F401
+    unet3d_ds,  # noqa: F401
+    vnet,  # noqa: F401
+    voxresnet,  # noqa: F401
+)
 from densemed.nets._aux import all_outputs, wants_aux
 from densemed.nets.registry import build, count_parameters, info, names, register
 

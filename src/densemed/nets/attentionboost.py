@@ -1,5 +1,7 @@
-"""AttentionBoost multi-stage network (Gunesli, Sokmensuer, Gunduz-Demir, IEEE TMI 39(12), 2020,
-"AttentionBoost: Learning what to attend by boosting fully convolutional networks").
+"""AttentionBoost multi-stage network.
+
+Gunesli, Sokmensuer, Gunduz-Demir, "AttentionBoost: Learning what to attend by boosting fully
+convolutional networks", IEEE TMI 39(12), 2020.
 
 ``N`` stages (4 by default), each an encoder-decoder that outputs a prediction; every stage after
 the first sees the image concatenated with the previous stage's class probabilities,

@@ -1,5 +1,6 @@
-"""DCAN, the deep contour-aware network (Chen, Qi, Yu, Dou, Qin, Heng, Medical Image Analysis 36,
-2017; arXiv 1604.02677; CVPR 2016 for glands).
+"""DCAN, the deep contour-aware network.
+
+Chen, Qi, Yu, Dou, Qin, Heng, Medical Image Analysis 36, 2017; arXiv 1604.02677; CVPR 2016 for glands.
 
 A shared down-sampling path (VGG-like convolution stages separated by max pooling) and two
 up-sampling branches, one for the object probability ``p_o`` and one for the contour probability

@@ -116,7 +116,10 @@ class VNet(nn.Module):
         super().__init__()
         counts = [int(n) for n in stage_convs]
         if len(counts) != 2 * LEVELS + 1 or min(counts) < 1:
-            raise ValueError(f"vnet: stage_convs needs {2 * LEVELS + 1} counts >= 1 (left 4, bottom, right 4), got {list(stage_convs)}")
+            raise ValueError(
+                f"vnet: stage_convs needs {2 * LEVELS + 1} counts >= 1 (left 4, bottom, right 4), "
+                f"got {list(stage_convs)}"
+            )
         left, right = counts[: LEVELS + 1], counts[LEVELS + 1 :]  # left includes the bottom
         w = [base_width * 2**i for i in range(LEVELS + 1)]  # 16, 32, 64, 128, 256
         self.in_channels, self.base_width = in_channels, base_width
@@ -129,7 +132,9 @@ class VNet(nn.Module):
         self.left = nn.ModuleList()
         self.down = nn.ModuleList()
         for level in range(1, len(w)):
-            self.down.append(nn.Sequential(_conv_norm(w[level - 1], w[level], 2, 2, norm), act_layer("prelu", w[level])))
+            self.down.append(
+                nn.Sequential(_conv_norm(w[level - 1], w[level], 2, 2, norm), act_layer("prelu", w[level]))
+            )
             self.left.append(ResidualStage(w[level], left[level], kernel_size, norm))
         self.up = nn.ModuleList()
         self.right = nn.ModuleList()

@@ -6,9 +6,12 @@ for them under ``data.targets: {<batch key>: {name: ..., **params}}``. ``names()
 Modules are imported here explicitly so that registration never depends on what a user imported.
 """
 
-from densemed.targets import weights  # noqa: F401
-from densemed.targets import contours, distance  # noqa: F401
-from densemed.targets.validate import check_instances  # noqa: F401
+from densemed.targets import (
+    contours,  # noqa: F401
+    distance,  # noqa: F401
+    weights,  # noqa: F401
+)
 from densemed.targets.registry import build, names, register
+from densemed.targets.validate import check_instances  # noqa: F401
 
 __all__ = ["build", "names", "register"]

@@ -52,7 +52,9 @@ def load(path: PathType, map_location: str | torch.device = "cpu") -> dict[str, 
     return ckpt
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: PathType, net_name: str, ckpt_net: str | None) -> None:
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], path: PathType, net_name: str, ckpt_net: str | None
+) -> None:
     """Load weights, turning a mismatch into a one-line error naming both architectures."""
     if ckpt_net is not None and ckpt_net != net_name:
         raise DensemedError(f"{path}: checkpoint holds a {ckpt_net!r} network, but the recipe builds {net_name!r}")

@@ -60,7 +60,9 @@ def build_model(cfg: Config, in_channels: int | None = None) -> nn.Module:
     name = params.pop("name")
     entry = nets.info(name)
     if cfg.data.dims not in entry.dims:
-        raise DensemedError(f"model.name: {name!r} supports {entry.dims}D data, the recipe has data.dims={cfg.data.dims}")
+        raise DensemedError(
+            f"model.name: {name!r} supports {entry.dims}D data, the recipe has data.dims={cfg.data.dims}"
+        )
     sig = inspect.signature(entry.builder).parameters
     params.setdefault("in_channels", in_channels or cfg.data.in_channels or 1)
     if cfg.task == "segmentation" and "out_channels" in sig:
@@ -145,7 +147,9 @@ class Trainer:
         self.augment = build_augment(cfg)
         self.opt = self._optimizer()
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
-        self.dataset = PatchDataset(self.train_cases, cfg.data.patch_size, cfg.data.foreground_fraction, cfg.data.samples_per_epoch, t.seed)
+        self.dataset = PatchDataset(
+            self.train_cases, cfg.data.patch_size, cfg.data.foreground_fraction, cfg.data.samples_per_epoch, t.seed
+        )
         self.val_patches = fixed_patches(self.val_cases, cfg.data.patch_size, cfg.data.val_patches_per_image)
         self.start_epoch, self.best = 0, -math.inf
         self.history: list[dict[str, Any]] = []
@@ -238,7 +242,9 @@ class Trainer:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             if self.augment is not None:
                 batch = self.augment(batch, generator=aug_gen)
-            with torch.autocast(self.device.type, enabled=t.amp, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16):
+            with torch.autocast(
+                self.device.type, enabled=t.amp, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16
+            ):
                 out = self.model(batch["image"])
                 loss = compute_loss(self.loss_fn, out, batch, cfg.task)
             if not torch.isfinite(loss):
@@ -255,7 +261,9 @@ class Trainer:
             total += loss.item() * n
             count += n
             if bar is not None:
-                bar.set_postfix(step=step + 1, loss=f"{loss.item():.4f}", img_s=f"{count / (time.perf_counter() - tic):.1f}")
+                bar.set_postfix(
+                    step=step + 1, loss=f"{loss.item():.4f}", img_s=f"{count / (time.perf_counter() - tic):.1f}"
+                )
                 bar.update(1)
         if bar is not None:
             bar.close()
@@ -305,8 +313,11 @@ class Trainer:
         return rec
 
     def _val_psnr(self) -> float:
-        """Mean PSNR (dB) of the validation patches predicted by :meth:`validate`, each against its
-        volume's intensity range; with ``train.val_full_images`` of the whole volumes instead."""
+        """Mean PSNR (dB) of the validation patches predicted by :meth:`validate`.
+
+        Each is measured against its volume's intensity range; with ``train.val_full_images``
+        of the whole volumes instead.
+        """
         from densemed.infer.predict import predict_probabilities
         from densemed.metrics.image_quality import psnr
 
@@ -343,8 +354,10 @@ class Trainer:
             save_atomic(ckpt, self.out / "best.pt")
 
     def _tune_instances(self) -> None:
-        """``infer.instances.h: auto`` (DeepDistance): choose ``h`` on the validation images with the
-        weights of best.pt and of last.pt, and write it into each checkpoint's recipe."""
+        """``infer.instances.h: auto`` (DeepDistance): choose ``h`` on the validation images.
+
+        It is chosen with the weights of best.pt and of last.pt, and written into each checkpoint's recipe.
+        """
         from densemed.infer.instances import DEFAULT_H, default_method, instance_params, tune_h
 
         params = instance_params(self.cfg)
