@@ -86,12 +86,7 @@ class DeepDistance(MultiTaskUNet):
         """Dict of maps in training / ``all_outputs``; the main tensor in eval mode."""
         if wants_aux(self) or self.segmentation:
             return super().forward(x)
-        with_aux = self._force_aux if hasattr(self, "_force_aux") else False
-        self._force_aux = True  # compute both distance heads, then stack them
-        try:
-            out = super().forward(x)
-        finally:
-            self._force_aux = with_aux
+        out = self.heads(x, ["inner_distance", "outer_distance"])  # the eval output: both maps stacked
         return torch.cat([out["inner_distance"], out["outer_distance"]], dim=1)
 
 

@@ -26,7 +26,7 @@ Recipe::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -156,13 +156,17 @@ class MultiTaskUNet(nn.Module):
             {name: TaskDecoder(widths, c, dims, norm, act) for name, c in channels.items()}
         )
 
-    def forward(self, x: torch.Tensor) -> NetOutput:
-        """Dict of task outputs (training / :func:`all_outputs`), else the main task's tensor."""
+    def heads(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The named tasks' outputs ``{task: (B, tasks[task], *S)}``, sharing one encoder pass."""
         x, size = pad_to_multiple(x, 2**self.depth)
         feats = self.encoder(x)
+        return {name: crop_to(self.decoders[name](feats), size) for name in names}
+
+    def forward(self, x: torch.Tensor) -> NetOutput:
+        """Dict of task outputs (training / :func:`all_outputs`), else the main task's tensor."""
         if not wants_aux(self):
-            return crop_to(self.decoders[self.main_output](feats), size)
-        return {name: crop_to(dec(feats), size) for name, dec in self.decoders.items()}
+            return self.heads(x, [self.main_output])[self.main_output]
+        return self.heads(x, list(self.decoders))
 
 
 @register(
