@@ -350,7 +350,7 @@ def choose_h(
     truths: Sequence[np.ndarray],
     candidates: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2),
     radius: float = 6.0,
-    masks: Sequence[np.ndarray] | None = None,
+    masks: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[float, dict[float, float]]:
     """Pick DeepDistance's ``h`` maximising the mean detection F1 on validation images.
 
@@ -377,6 +377,12 @@ def choose_h(
     return best, scores
 
 
+def _window_overlap(cfg: object) -> tuple[Sequence[int] | None, float]:
+    """Sliding-window size (``infer.window``, else ``data.patch_size``) and overlap of a recipe."""
+    infer, data = getattr(cfg, "infer", None), getattr(cfg, "data", None)
+    return getattr(infer, "window", None) or getattr(data, "patch_size", None), float(getattr(infer, "overlap", 0.5))
+
+
 def tune_h(
     model: object, cases: Sequence[object], cfg: object, device: object = None, radius: float = 6.0
 ) -> tuple[float, dict[float, float]] | None:
@@ -399,17 +405,13 @@ def tune_h(
     cases = [c for c in cases if getattr(c, "instances", None) is not None]
     if not cases:
         return None
-    infer, data = getattr(cfg, "infer", None), getattr(cfg, "data", None)
-    window = getattr(infer, "window", None) or getattr(data, "patch_size", None)
-    overlap = float(getattr(infer, "overlap", 0.5))
+    window, overlap = _window_overlap(cfg)
     threshold = float(instance_params(cfg).get("threshold", 0.5))  # type: ignore[arg-type]
     inner, masks = [], []
     for case in cases:
         out = network_outputs(model, torch.from_numpy(case.image)[None], window, overlap, device)  # type: ignore[attr-defined]
         inner.append(out["inner_distance"])
-        masks.append(
-            out["foreground"] > threshold if "foreground" in out else np.ones(out["inner_distance"].shape, bool)
-        )
+        masks.append(out["foreground"] > threshold if "foreground" in out else None)
     return choose_h(inner, [c.instances for c in cases], radius=radius, masks=masks)  # type: ignore[attr-defined]
 
 
@@ -458,10 +460,7 @@ def instance_callback(cfg: object, method: str | None = None):  # noqa: ANN201 -
     if params.get("h") == "auto":  # a run stopped before training ended, so before h was tuned
         params["h"] = DEFAULT_H
     _check_params(chosen, params)  # a recipe typo fails before any image is predicted
-    infer = getattr(cfg, "infer", None)
-    data = getattr(cfg, "data", None)
-    window = getattr(infer, "window", None) or getattr(data, "patch_size", None)
-    overlap = float(getattr(infer, "overlap", 0.5))
+    window, overlap = _window_overlap(cfg)
 
     def callback(model: object, x: object, probs: np.ndarray) -> np.ndarray:
         import torch

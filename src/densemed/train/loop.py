@@ -278,7 +278,7 @@ class Trainer:
 
         self.model.eval()
         losses = []
-        self._val_patch_outputs: list[torch.Tensor] = []
+        sr_outputs: list[torch.Tensor] = []
         bs = self.cfg.data.batch_size
         for k in range(0, len(self.val_patches), bs):
             chunk = self.val_patches[k : k + bs]
@@ -287,7 +287,7 @@ class Trainer:
                 out = self.model(batch["image"])
             losses.append(compute_loss(self.loss_fn, out, batch, self.cfg.task).item())
             if self.cfg.task == "sr":
-                self._val_patch_outputs.append(out.float().cpu())
+                sr_outputs.append(out.float().cpu())
         rec: dict[str, Any] = {"val_loss": float(np.mean(losses))}
         from densemed.infer.predict import output_kind
 
@@ -295,7 +295,7 @@ class Trainer:
             rec["val_score"] = -rec["val_loss"]
             return rec
         if self.cfg.task == "sr":
-            rec["val_psnr"] = self._val_psnr()
+            rec["val_psnr"] = self._val_psnr(sr_outputs)
             rec["val_score"] = rec["val_psnr"]
             return rec
         from densemed.metrics.confusion import confusion, dice
@@ -312,26 +312,26 @@ class Trainer:
         rec["val_score"] = rec["val_dice"]
         return rec
 
-    def _val_psnr(self) -> float:
-        """Mean PSNR (dB) of the validation patches predicted by :meth:`validate`.
+    def _val_psnr(self, patch_outputs: list[torch.Tensor]) -> float:
+        """Mean PSNR (dB) of the validation patches' predictions.
 
-        Each is measured against its volume's intensity range; with ``train.val_full_images``
-        of the whole volumes instead.
+        ``patch_outputs`` are in the order of ``self.val_patches``; each is measured against its
+        volume's intensity range. With ``train.val_full_images``, whole volumes instead.
         """
         from densemed.infer.predict import predict_probabilities
         from densemed.metrics.image_quality import psnr
 
-        ranges = {id(c): float(c.maps["target"].max() - c.maps["target"].min()) for c in self.val_cases}
+        ranges = [float(c.maps["target"].max() - c.maps["target"].min()) for c in self.val_cases]
         if self.cfg.train.val_full_images:
             scores = []
-            for case in self.val_cases:
+            for case, rng in zip(self.val_cases, ranges):
                 pred = predict_probabilities(self.model, torch.from_numpy(case.image)[None], self.cfg, self.device)
-                scores.append(psnr(pred[0].numpy(), case.maps["target"], data_range=ranges[id(case)]))
+                scores.append(psnr(pred[0].numpy(), case.maps["target"], data_range=rng))
             return float(np.mean(scores))
-        per_case = self.cfg.data.val_patches_per_image
-        preds = torch.cat(self._val_patch_outputs).numpy()
+        per_case = self.cfg.data.val_patches_per_image  # fixed_patches: per_case patches per case, in order
+        preds = torch.cat(patch_outputs).numpy()
         scores = [
-            psnr(pred, patch["target"].numpy(), data_range=ranges[id(self.val_cases[k // per_case])])
+            psnr(pred, patch["target"].numpy(), data_range=ranges[k // per_case])
             for k, (pred, patch) in enumerate(zip(preds, self.val_patches))
         ]
         return float(np.mean(scores))
