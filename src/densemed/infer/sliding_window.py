@@ -91,27 +91,26 @@ def sliding_window(
         raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     if margin and any(2 * margin > w - st for w, st in zip(window, steps)):
         raise ValueError(f"margin {margin} leaves gaps: need 2 * margin <= window * overlap")
-    # per axis: {start: that axis' weight profile} and the profiles' sum over the axis
-    profiles, norms = [], []
+    # per axis: each start's kind (which of the window's ends lie inside the image: that alone
+    # decides its weight profile), each kind's profile, and the profiles summed over the axis
+    kinds, profiles, norms = [], [], []
     for axis_starts, w, s in zip(axis_grid, window, padded):
         base = _profile(w) if blend == "gaussian" else torch.ones(w)
-        # a window's profile depends only on which of its ends lie inside the image
-        kinds = {(a > 0, a + w < s) for a in axis_starts}
-        by_kind = {k: _edge_profile(base, k[0], k[1], margin) for k in kinds}
+        kind = {a: (a > 0, a + w < s) for a in axis_starts}
+        prof = {k: _edge_profile(base, k[0], k[1], margin) for k in set(kind.values())}
         total = torch.zeros(s)
-        for a in axis_starts:
-            total[a : a + w] += by_kind[(a > 0, a + w < s)]
-        on_dev = {k: p.to(out_device) for k, p in by_kind.items()}
-        profiles.append({a: on_dev[(a > 0, a + w < s)] for a in axis_starts})
+        for a, k in kind.items():
+            total[a : a + w] += prof[k]
+        kinds.append(kind)
+        profiles.append({k: p.to(out_device) for k, p in prof.items()})
         norms.append(total.to(out_device))
-    # one weight volume per distinct combination of axis profiles: a single one without margin
-    weights: dict[tuple[int, ...], torch.Tensor] = {}
+    # one weight volume per combination of kinds: a single one without margin
+    weights: dict[tuple[tuple[bool, bool], ...], torch.Tensor] = {}
 
     def weight_of(st: tuple[int, ...]) -> torch.Tensor:
-        parts = [profiles[i][a] for i, a in enumerate(st)]
-        key = tuple(id(p) for p in parts)
+        key = tuple(kinds[i][a] for i, a in enumerate(st))
         if key not in weights:
-            weights[key] = _outer(parts)
+            weights[key] = _outer([profiles[i][k] for i, k in enumerate(key)])
         return weights[key]
 
     out: torch.Tensor | None = None
