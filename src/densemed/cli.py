@@ -30,50 +30,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         cfg.train.device = args.device
     result = train(cfg, resume=bool(args.resume))
-    print(f"run: {result.out}  epochs: {result.epochs}  best val score: {result.best:.4f}")
+    best = f"{result.best:.4f}" if result.best > float("-inf") else "none (no validation images)"
+    print(f"run: {result.out}  epochs: {result.epochs}  best val score: {best}  "
+          f"(training {result.train_seconds:.0f} s, validation {result.val_seconds:.0f} s, "
+          f"final validation {result.final_val_seconds:.0f} s)")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from densemed.infer.predict import list_inputs, model_from_checkpoint, predict_paths
-    from densemed.train.checkpoint import load
-    from densemed.train.loop import resolve_device
+    from densemed.build import load_model, resolve_device
+    from densemed.infer.predict import list_inputs, predict_paths
 
     device = resolve_device(args.device or "auto")
-    ckpt = load(args.checkpoint, device)
-    model, cfg = model_from_checkpoint(ckpt, args.checkpoint, device)
+    model, cfg, _ = load_model(args.checkpoint, device)
     if args.overlap is not None:
         cfg.infer.overlap = args.overlap
     if args.window:
         cfg.infer.window = args.window
     inputs = list_inputs(args.input)
-    instances = None
-    if args.instances:
-        from densemed.infer.instances import instance_callback
-
-        instances = instance_callback(cfg, args.instance_method)
-    written = predict_paths(model, cfg, inputs, args.output, device, args.tta, args.probabilities, instances)
+    options = {"probabilities": args.probabilities, "instances": args.instances,
+               "instance_method": args.instance_method}
+    written = predict_paths(model, cfg, inputs, args.output, device, args.tta, options)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from densemed.metrics.evaluate import evaluate_folders, format_table
+    from densemed import tasks
 
-    label_map = _parse_label_map(args.label_map) if args.label_map else None
-    if args.task == "sr":
-        from densemed.metrics.image_quality import evaluate_sr_folders, format_sr_table
-
-        result = evaluate_sr_folders(args.pred, args.truth, baseline=args.baseline)
-        print(format_sr_table(result))
-    elif args.instances:
-        from densemed.metrics.instance import evaluate_instance_folders, format_instance_table
-
-        result = evaluate_instance_folders(args.pred, args.truth)
-        print(format_instance_table(result))
-    else:
-        result = evaluate_folders(args.pred, args.truth, num_classes=args.num_classes, label_map=label_map)
-        print(format_table(result))
+    name = "instances" if args.instances else args.task
+    task = tasks.get(name)
+    options = {
+        "num_classes": args.num_classes,
+        "label_map": _parse_label_map(args.label_map) if args.label_map else None,
+        "baseline": args.baseline,
+    }
+    result = task.evaluate_folders(Path(args.pred), Path(args.truth), options)
+    print(task.format_result(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -125,6 +118,8 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     from densemed.data.sr import degrade
     from densemed.infer.predict import list_inputs
 
+    if args.factor < 1:
+        raise DensemedError(f"--factor: must be a positive integer, got {args.factor}")
     files = list_inputs(args.input)
     for path in files:
         image, meta = read_image(path)
@@ -173,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--window", type=int, nargs="+", help="sliding-window size per axis (default: the training patch)")
     pr.add_argument("--instances", action="store_true", help="write instance label maps (touching objects separated)")
     pr.add_argument(
-        "--instance-method", default=None, help="components | watershed | dcan | deepdistance (default by network)"
+        "--instance-method", default=None,
+        help="components | watershed | contour_watershed | dcan | deepdistance (default: the recipe's, else by network)"
     )
     pr.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     pr.set_defaults(fn=_cmd_predict)
@@ -184,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the results as JSON to this file")
     e.add_argument("--num-classes", type=int, help="number of classes (default: from the data)")
     e.add_argument("--label-map", help="raw truth value -> class, e.g. '0:1,255:0' (ISBI membranes)")
-    e.add_argument("--instances", action="store_true", help="object-level scores (F1, object Dice/Hausdorff, AJI, PQ)")
-    e.add_argument("--task", choices=["segmentation", "sr"], default="segmentation", help="sr: PSNR and SSIM")
-    e.add_argument("--baseline", help="with --task sr: folder of baseline (e.g. tricubic) volumes to score alongside")
+    e.add_argument("--instances", action="store_true", help="same as --task instances (object F1, Dice, AJI, PQ)")
+    e.add_argument("--task", default="segmentation",
+                   help="segmentation (Dice, IoU, HD95), instances (object scores), image or sr (PSNR, SSIM)")
+    e.add_argument("--baseline", help="with --task image: folder of baseline (e.g. tricubic) volumes to score alongside")
     e.set_defaults(fn=_cmd_evaluate)
 
     m = sub.add_parser("models", help="list the registered networks with their parameter counts")

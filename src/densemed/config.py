@@ -1,13 +1,22 @@
-"""Typed training recipes: dataclass sections, YAML on disk, dotted overrides.
+"""Typed training recipes: dataclass sections, YAML on disk, composition, dotted overrides.
 
-A recipe has sections ``data``, ``model``, ``loss``, ``augment``, ``train``, ``infer`` and a
-``task`` (``segmentation`` or ``sr`` for super-resolution). ``data``, ``train`` and ``infer`` are
-typed: an unknown key is rejected with the closest valid key suggested. ``model`` and ``loss`` hold
-a ``name`` plus the keyword arguments of that network or loss (checked by its builder);
-``augment`` is the dict given to :func:`densemed.augment.build`; a recipe without the section
-gets :data:`densemed.augment.DEFAULT_AUGMENT`, and ``augment: null`` turns augmentation off.
+A recipe has sections ``task``, ``data``, ``model``, ``loss``, ``augment``, ``train`` and ``infer``.
+``data``, ``train`` and ``infer`` are typed dataclasses: an unknown key is rejected with the closest
+valid key suggested. ``task`` is ``{name: <registered task>, **options}`` (a bare name is short for
+``{name: ...}``); the task's own dataclass (:mod:`densemed.tasks`) types and checks the options.
+``model`` and ``loss`` hold a ``name`` (required) plus the keyword arguments of that network or loss
+(checked by its builder); ``augment`` is the dict given to :func:`densemed.augment.build`. A recipe
+without an ``augment`` section gets no augmentation; ``augment: default`` asks for
+:data:`densemed.augment.compose.DEFAULT_AUGMENT`.
+
+Composition: ``defaults: [base.yaml, ...]`` (paths relative to the recipe) are loaded first, in
+order, and the recipe is merged over them key by key (mappings merge, everything else replaces).
 
 Overrides use dotted keys with YAML values: ``--set train.epochs=3 data.patch_size=[128,128]``.
+
+Recipes and checkpoints written before tasks had their own section (``task: sr`` with
+``data.sr``; ``data.instances``/``data.targets``; ``infer.instances``; ``train.val_full_images``)
+are read by moving those keys into ``task`` (:func:`migrate`).
 """
 
 from __future__ import annotations
@@ -35,8 +44,6 @@ class DataConfig:
     label_dir: str = "labels"
     #: raw label value -> class index; default maps {0, 255} to {0, 1} and keeps other values.
     label_map: dict[int, int] | None = None
-    #: label files hold instance ids (class = id > 0); required by instance targets.
-    instances: bool = False
     num_classes: int = 2
     in_channels: int | None = None  # default: read from the first image
     patch_size: list[int] = field(default_factory=lambda: [256, 256])
@@ -53,10 +60,6 @@ class DataConfig:
     samples_per_epoch: int = 64
     val_patches_per_image: int = 2
     num_workers: int = 0
-    #: derived per-image targets: {batch_key: {name: <densemed.targets name>, **params}}
-    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: super-resolution: {factor: int, axis: int} (task: sr)
-    sr: dict[str, Any] = field(default_factory=dict)
     #: synthetic demo data instead of files: {n: 40, size: 128, seed: 0}
     synthetic: dict[str, Any] | None = None
 
@@ -79,9 +82,6 @@ class TrainConfig:
     threads: int | None = None
     grad_clip: float | None = None
     val_every: int = 1
-    #: super-resolution: PSNR on whole validation volumes (slow on a CPU) instead of on the
-    #: fixed validation patches
-    val_full_images: bool = False
     progress: bool = True
 
 
@@ -94,27 +94,19 @@ class InferConfig:
     sw_batch_size: int = 4
     window: list[int] | None = None  # default: data.patch_size
     blend: str = "gaussian"  # gaussian | constant
-    #: instance post-processing for ``predict --instances``: {method: ..., **params}
-    instances: dict[str, Any] | None = None
-
-
-def _default_augment() -> dict[str, Any]:
-    import copy
-
-    from densemed.augment.compose import DEFAULT_AUGMENT
-
-    return copy.deepcopy(DEFAULT_AUGMENT)
+    #: spatial axes flipped by test-time augmentation (default: all); positional classes need fewer
+    tta_axes: list[int] | None = None
 
 
 @dataclass
 class Config:
     """A whole recipe."""
 
-    task: str = "segmentation"
+    task: dict[str, Any] = field(default_factory=lambda: {"name": "segmentation"})
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"name": "unet"})
     loss: dict[str, Any] = field(default_factory=lambda: {"name": "dice_ce"})
-    augment: dict[str, Any] | None = field(default_factory=_default_augment)
+    augment: dict[str, Any] | str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
 
@@ -122,10 +114,71 @@ class Config:
         """Plain nested dict (for YAML and checkpoints)."""
         return asdict(self)
 
+    @property
+    def task_name(self) -> str:
+        """The registered name of the recipe's task."""
+        return str(self.task["name"])
+
 
 _TYPED = {"data": DataConfig, "train": TrainConfig, "infer": InferConfig}
 _FREE = ("model", "loss", "augment")
-TASKS = ("segmentation", "sr")
+
+
+def migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Move the task keys of older recipes and checkpoints into the ``task`` section (a new dict).
+
+    ``task: sr`` + ``data.sr`` -> ``task: {name: image, factor, axis}``; ``data.instances`` /
+    ``data.targets`` / ``infer.instances`` -> ``task: {name: instances, targets, postprocess}``;
+    ``train.val_full_images`` -> ``task.val_full_images``.
+    """
+    import copy
+
+    raw = copy.deepcopy(raw)
+    task = raw.get("task")
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    infer = raw.get("infer") if isinstance(raw.get("infer"), dict) else {}
+    legacy = any(k in data for k in ("sr", "instances", "targets")) or "val_full_images" in train
+    legacy = legacy or "instances" in infer or task in ("sr",)
+    if not legacy:
+        return raw
+    if isinstance(task, dict):
+        new = dict(task)
+    else:
+        new = {"name": "image" if task == "sr" else (task or "segmentation")}
+    sr = data.pop("sr", None) or {}
+    if new["name"] == "image":
+        new.update({k: v for k, v in sr.items() if k in ("factor", "axis")})
+    instances = data.pop("instances", False)
+    targets = data.pop("targets", None)
+    post = infer.pop("instances", None)
+    if instances and new["name"] == "segmentation":
+        new["name"] = "instances"
+    if targets:
+        new["targets"] = targets
+    if post and new["name"] == "instances":
+        new["postprocess"] = post
+    if "val_full_images" in train:
+        value = train.pop("val_full_images")
+        if new["name"] == "image":
+            new["val_full_images"] = value
+    raw["task"] = new
+    return raw
+
+
+def typed_section(cls: type, section: Any, source: str, name: str) -> Any:
+    """Build dataclass ``cls`` from recipe section ``name``, rejecting unknown keys with the nearest one."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise DensemedError(f"{source}: section {name!r} must be a mapping, got {type(section).__name__}")
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in section:
+        if key not in valid:
+            raise DensemedError(
+                f"{source}: unknown config key '{name}.{key}'{closest(str(key), valid, cutoff=0.5)}"
+            )
+    return cls(**{k: _coerce(cls, k, v, f"{source}: {name}.{k}") for k, v in section.items()})
 
 
 def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
@@ -143,36 +196,34 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a :class:`Config`, rejecting unknown keys with the nearest valid one."""
     if not isinstance(raw, dict):
         raise DensemedError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    raw = migrate(raw)
     top = [f.name for f in dataclasses.fields(Config)]
     for key in raw:
         if key not in top:
-            raise DensemedError(f"{source}: unknown config key {key!r}{closest(key, top, cutoff=0.5)}")
+            raise DensemedError(f"{source}: unknown config key {key!r}{closest(str(key), top, cutoff=0.5)}")
     cfg = Config()
     for name, cls in _TYPED.items():
-        section = raw.get(name) or {}
-        if not isinstance(section, dict):
-            raise DensemedError(f"{source}: section {name!r} must be a mapping")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        for key in section:
-            if key not in valid:
-                raise DensemedError(
-                    f"{source}: unknown config key '{name}.{key}'{closest(key, valid, cutoff=0.5)}"
-                )
-        setattr(cfg, name, cls(**{k: _coerce(cls, k, v, f"{source}: {name}.{k}") for k, v in section.items()}))
-    for name in _FREE:
+        setattr(cfg, name, typed_section(cls, raw.get(name), source, name))
+    for name in ("model", "loss"):
         if name in raw:
             value = raw[name]
-            if value is not None and not isinstance(value, dict):
-                raise DensemedError(f"{source}: section {name!r} must be a mapping or null")
-            if name != "augment" and value is not None and "name" not in value:
-                value = {**getattr(cfg, name), **value}  # keys for the default network / loss
-            if name != "augment" and value is None:
-                raise DensemedError(f"{source}: section {name!r} cannot be null")
-            setattr(cfg, name, dict(value) if value is not None else None)
+            if not isinstance(value, dict):
+                raise DensemedError(f"{source}: section {name!r} must be a mapping with a 'name', got {value!r}")
+            if "name" not in value:
+                raise DensemedError(f"{source}: {name}.name is required (the {name} section has no name)")
+            setattr(cfg, name, dict(value))
+    if "augment" in raw:
+        value = raw["augment"]
+        if value is not None and not isinstance(value, (dict, str)):
+            raise DensemedError(f"{source}: section 'augment' must be a mapping, 'default' or null")
+        cfg.augment = dict(value) if isinstance(value, dict) else value
     if "task" in raw:
-        cfg.task = raw["task"]
-    if cfg.task not in TASKS:
-        raise DensemedError(f"{source}: task must be one of {TASKS}, got {cfg.task!r}")
+        task = raw["task"]
+        if isinstance(task, str):
+            task = {"name": task}
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+            raise DensemedError(f"{source}: task must be a task name or a mapping with a 'name', got {task!r}")
+        cfg.task = dict(task)
     if cfg.data.dims not in (2, 3):
         raise DensemedError(f"{source}: data.dims must be 2 or 3, got {cfg.data.dims}")
     if len(cfg.data.patch_size) != cfg.data.dims:
@@ -181,7 +232,46 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         )
     if cfg.data.label_map is not None:
         cfg.data.label_map = {int(k): int(v) for k, v in cfg.data.label_map.items()}
+    from densemed import tasks
+
+    tasks.check(cfg, source)  # the task's options, typed by the task
     return cfg
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``: mappings merge key by key, other values replace."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file with its ``defaults:`` resolved (relative to the file), cycles refused."""
+    if not path.is_file():
+        raise DensemedError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise DensemedError(f"{path}: recipe includes itself through defaults")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DensemedError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise DensemedError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    includes = raw.pop("defaults", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list):
+        raise DensemedError(f"{path}: defaults must be a list of recipe files")
+    base: dict[str, Any] = {}
+    for inc in includes:
+        base = merge(base, _read_yaml(path.parent / str(inc), (*seen, path.resolve())))
+    return merge(base, raw)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
@@ -207,18 +297,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
 
 
 def load(path: PathType | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML recipe (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML recipe (with its ``defaults:``; the defaults when ``path`` is None) and apply overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise DensemedError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise DensemedError(f"{path}: invalid YAML{where}") from None
+        raw = _read_yaml(path)
     apply_overrides(raw, overrides or [])
     return from_dict(raw, str(path) if path else "--set")
 
@@ -229,13 +312,21 @@ def save(cfg: Config, path: PathType) -> None:
 
 
 def data_home() -> Path:
-    """``$DENSEMED_DATA``, else ``../shared/data`` (relative to the current directory)."""
-    return Path(os.environ.get("DENSEMED_DATA", "../shared/data"))
+    """``$DENSEMED_DATA``, else ``shared/data`` beside the source checkout (same from any directory).
+
+    For a source checkout at ``.../main`` that is ``.../shared/data``; an installed package without
+    a checkout falls back to ``../shared/data`` relative to the current directory.
+    """
+    env = os.environ.get("DENSEMED_DATA")
+    if env:
+        return Path(env).expanduser()
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return beside if beside.is_dir() else Path("../shared/data")
 
 
 def resolve_data_root(root: str) -> Path:
-    """An absolute or cwd-relative folder if it exists, else relative to :func:`data_home`."""
-    if not root:
+    """An absolute folder, or a relative one that exists from here, else relative to :func:`data_home`."""
+    if not root or not isinstance(root, str):
         raise DensemedError("data.root: no data folder given (set data.root or pass --data)")
     p = Path(root).expanduser()
     if p.is_dir() or p.is_absolute():

@@ -55,17 +55,33 @@ def demo_config(out: str, data: str | None, budget: float, device: str) -> Confi
     return config.from_dict(raw, str(root))
 
 
+#: marks a folder as the demo's own, so a rerun may clear it (and never another run's folder)
+MARKER = ".densemed-demo"
+
+
+def _clear(out_path: Path) -> None:
+    """Start afresh in the demo's own folder; refuse a folder holding a run the demo did not create."""
+    if not out_path.exists() or not any(out_path.iterdir()):
+        return
+    if not (out_path / MARKER).exists():
+        raise DensemedError(
+            f"{out_path}: the folder holds files the demo did not create; choose another --out"
+        )
+    import shutil
+
+    shutil.rmtree(out_path)
+
+
 def run_demo(out: str = "runs/demo", data: str | None = None, budget: float = 90.0, device: str = "auto") -> int:
     """Train, evaluate on the held-out split, print the Dice, write ``overlay.png``; returns 0."""
     from densemed.infer.overlay import save_overlay
-    from densemed.infer.predict import predict_probabilities, to_labels
+    from densemed.nets.heads import to_labels
     from densemed.train import Trainer
 
     out_path = Path(out)
-    if (out_path / "last.pt").exists():
-        import shutil
-
-        shutil.rmtree(out_path)  # the demo always starts afresh in its own folder
+    _clear(out_path)
+    out_path.mkdir(parents=True, exist_ok=True)
+    (out_path / MARKER).write_text("written by densemed demo\n")
     cfg = demo_config(out, data, budget, device)
     tic = time.perf_counter()
     trainer = Trainer(cfg)
@@ -77,16 +93,18 @@ def run_demo(out: str = "runs/demo", data: str | None = None, budget: float = 90
     result = trainer.fit()
     if not trainer.val_cases:
         raise DensemedError("demo: no held-out images (the data folder needs at least 2 pairs)")
-    scores = trainer.validate()  # the same whole-image Dice the loop logs, for the final weights
+    # the last epoch (or the final validation after the budget stop) scored the final weights
+    scores = result.history[-1] if "val_dice_per_class" in result.history[-1] else trainer.validate()
     mean = np.asarray(scores["val_dice_per_class"])
     case = trainer.val_cases[0]
-    pred = to_labels(predict_probabilities(trainer.model, torch.from_numpy(case.image)[None], cfg, trainer.device))[0]
+    pred = to_labels(trainer.task.infer(trainer.model, torch.from_numpy(case.image)[None], trainer.device))[0]
     overlay = out_path / "overlay.png"
     save_overlay(case.image[0], case.label, pred.numpy(), overlay)
     per_class = ", ".join(f"class {i + 1}: {v:.3f}" for i, v in enumerate(mean))
     print(
         f"held-out Dice {mean.mean():.3f} ({per_class}) on {len(trainer.val_cases)} images "
-        f"after {result.epochs} epochs, "
-        f"{time.perf_counter() - tic:.0f} s; overlay: {overlay}"
+        f"after {result.epochs} epochs ({trainer.module.step} steps): training {result.train_seconds:.0f} s of the "
+        f"{budget:g} s budget, validation {result.val_seconds + result.final_val_seconds:.0f} s, "
+        f"{time.perf_counter() - tic:.0f} s in all; overlay: {overlay}"
     )
     return 0

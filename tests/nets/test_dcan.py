@@ -28,7 +28,7 @@ def test_eval_returns_fused_object_logits():
         d = net(x)
     assert y.shape == (1, 2, 13, 10) and torch.equal(y, d["object"][0])
     assert d["contour"][0].shape == (1, 1, 13, 10)
-    assert net.main_output == "object"
+    assert net.main_head == "object"
 
 
 def test_every_parameter_gets_a_gradient_3d():

@@ -25,13 +25,13 @@ def test_eval_returns_the_main_head_and_all_outputs_the_dict():
     with nets.all_outputs(net):
         both = net(x)
     assert torch.equal(main, both["mask"]) and both["contour"].shape == (1, 2, 16, 20)
-    assert net.main_output == "mask"
+    assert net.main_head == "mask"
 
 
 def test_main_channels_must_match_out_channels():
     with pytest.raises(ValueError, match="out_channels"):
         MultiTaskUNet(1, {"mask": 2, "contour": 2}, out_channels=3)
-    with pytest.raises(ValueError, match="main task"):
+    with pytest.raises(ValueError, match="main (task|head)"):
         MultiTaskUNet(1, {"mask": 2}, main="contour")
 
 

@@ -1,3 +1,5 @@
+"""The training loop: run folder, exact resume (also mid-epoch), budget between steps, after-fit work."""
+
 import json
 
 import numpy as np
@@ -5,15 +7,16 @@ import pytest
 import torch
 
 from densemed import config
+from densemed.checkpoint import load, network_state, save_atomic
 from densemed.errors import DensemedError
 from densemed.train import Trainer, train
-from densemed.train.checkpoint import load, save_atomic
 
 TINY = [
     "data.synthetic={n: 8, size: 32, seed: 1}",
     "data.patch_size=[32,32]",
     "data.samples_per_epoch=8",
     "data.batch_size=4",
+    "model.name=unet",
     "model.base_width=4",
     "model.depth=2",
     "train.progress=false",
@@ -35,22 +38,23 @@ def test_run_folder_has_config_metrics_curves_and_checkpoints(tmp_path):
     assert config.load(tmp_path / "run" / "config.yaml").train.epochs == 2
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+def test_resume_mid_epoch_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     train(_cfg(tmp_path / "a", "train.epochs=2", "augment={flip: {p: 0.5}}"), log=lambda s: None)
-    # interrupted after its first epoch by a tiny time budget, then resumed without one
+    # stopped after its first step (mid-epoch) by a tiny time budget, then resumed without one
     train(
         _cfg(tmp_path / "b", "train.epochs=2", "augment={flip: {p: 0.5}}", "train.time_budget_s=1e-6"),
         log=lambda s: None,
     )
-    assert load(tmp_path / "b" / "last.pt")["epoch"] == 0
+    stopped = load(tmp_path / "b" / "last.pt")
+    assert (stopped["epoch"], stopped["epoch_step"], stopped["step"]) == (0, 1, 1)
     train(_cfg(tmp_path / "b", "train.epochs=2", "augment={flip: {p: 0.5}}"), resume=True, log=lambda s: None)
     a, b = load(tmp_path / "a" / "last.pt"), load(tmp_path / "b" / "last.pt")
-    assert a["epoch"] == b["epoch"] == 1
-    for k in a["model"]:
-        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    assert a["epoch"] == b["epoch"] == 1 and a["step"] == b["step"] == 4
+    for k in network_state(a):
+        torch.testing.assert_close(network_state(a)[k], network_state(b)[k], rtol=0, atol=0)
     la = [json.loads(x)["train_loss"] for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["train_loss"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert la == lb
+    assert la[1] == lb[1]  # the second epoch is identical; the first was split in two sessions
 
 
 def test_existing_run_folder_is_not_overwritten_without_resume(tmp_path):
@@ -70,10 +74,10 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
         for p in tr.model.parameters():
             p.fill_(float("nan"))
     with pytest.raises(DensemedError, match="loss became nan"):
-        tr._train_epoch(3)
+        tr._train_epoch(3, 0, tr.clock())
     kept = load(tmp_path / "n" / "last.pt")
     assert kept["epoch"] == good["epoch"] == 2
-    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in network_state(kept).values() if v.is_floating_point())
 
 
 def test_atomic_save_leaves_old_checkpoint_intact_when_writing_fails(tmp_path, monkeypatch):
@@ -100,27 +104,26 @@ def test_training_beats_the_untrained_network_on_synthetic_cells(tmp_path):
 
 
 def test_best_checkpoint_follows_last_until_a_validation_runs(tmp_path):
-    train(_cfg(tmp_path / "v", "train.epochs=3", "train.val_every=100", "train.time_budget_s=1e-6"), log=lambda s: None)
-    assert load(tmp_path / "v" / "best.pt")["epoch"] == load(tmp_path / "v" / "last.pt")["epoch"] == 0
-    train(_cfg(tmp_path / "v", "train.epochs=3", "train.val_every=100", "train.time_budget_s=null"), resume=True,
-          log=lambda s: None)  # the last epoch validates
-    assert load(tmp_path / "v" / "best.pt")["epoch"] == 2
+    tr = Trainer(_cfg(tmp_path / "v", "train.epochs=3", "train.val_every=100", "data.val_fraction=0"),
+                 log=lambda s: None)
+    tr.fit()  # no validation images: no score ever
+    assert load(tmp_path / "v" / "best.pt")["step"] == load(tmp_path / "v" / "last.pt")["step"] == 6
 
 
 DEEPDISTANCE = [
-    "data.instances=true",
-    "data.targets={inner_distance: {name: inner_distance}, outer_distance: {name: outer_distance}}",
+    "task={name: instances, targets: {inner_distance: {name: inner_distance}, outer_distance: {name: outer_distance}},"
+    " postprocess: {method: deepdistance, h: auto}}",
     "model={name: deepdistance, base_width: 4, depth: 2, segmentation: true}",
     "loss={name: multitask, tasks: {mask: {loss: {name: ce}, weight: 0.1, target: label}, "
     "inner_distance: {loss: {name: mse}, target: inner_distance}, "
     "outer_distance: {loss: {name: mse}, target: outer_distance}}}",
-    "infer.instances={method: deepdistance, h: auto}",
 ]
 
 
 def test_deepdistance_h_auto_is_chosen_on_validation_images_and_stored_in_both_checkpoints(tmp_path):
-    from densemed.infer.instances import choose_h, network_outputs
-    from densemed.infer.predict import model_from_checkpoint
+    from densemed.build import load_model
+    from densemed.infer.postprocess.deepdistance import choose_h
+    from densemed.infer.runner import network_outputs
 
     trainer = Trainer(
         _cfg(tmp_path / "dd", "train.epochs=3", "data.val_fraction=0.25", *DEEPDISTANCE), log=lambda s: None
@@ -128,37 +131,44 @@ def test_deepdistance_h_auto_is_chosen_on_validation_images_and_stored_in_both_c
     trainer.fit()
     for name in ("best.pt", "last.pt"):
         ckpt = load(tmp_path / "dd" / name)
-        h = ckpt["config"]["infer"]["instances"]["h"]
-        assert isinstance(h, float) and h in ckpt["h_scores"]
-        # recomputed independently from the checkpoint's own weights and the validation truth
-        model, cfg = model_from_checkpoint(ckpt, tmp_path / "dd" / name, torch.device("cpu"))
+        h = ckpt["config"]["task"]["postprocess"]["h"]
+        assert isinstance(h, float) and str(h) in ckpt["task_state"]
+        # recomputed from the checkpoint's own weights and the validation truth by choose_h directly
+        model, cfg, _ = load_model(tmp_path / "dd" / name)
         inner, masks = [], []
         for case in trainer.val_cases:
             out = network_outputs(model, torch.from_numpy(case.image)[None], cfg.data.patch_size)
             inner.append(out["inner_distance"])
             masks.append(out["foreground"] > 0.5)
-        expected = choose_h(inner, [c.instances for c in trainer.val_cases], masks=masks)
-        assert (h, ckpt["h_scores"]) == expected
+        best, scores = choose_h(inner, [c.instances for c in trainer.val_cases], masks=masks)
+        assert h == best and ckpt["task_state"] == {str(k): v for k, v in scores.items()}
 
 
 def test_deepdistance_h_auto_without_validation_images_falls_back_to_the_default(tmp_path):
-    from densemed.infer.instances import DEFAULT_H
+    from densemed.build import load_model
+    from densemed.infer.postprocess.deepdistance import DEFAULT_H
+    from densemed.tasks import build
 
     train(_cfg(tmp_path / "dd", "train.epochs=1", "data.val_fraction=0", *DEEPDISTANCE), log=lambda s: None)
     ckpt = load(tmp_path / "dd" / "last.pt")
-    assert ckpt["config"]["infer"]["instances"]["h"] == DEFAULT_H and ckpt["h_scores"] == {}
+    assert ckpt["config"]["task"]["postprocess"]["h"] == "auto" and "task_state" not in ckpt
+    # prediction resolves the untuned "auto" to the method's default h
+    model, cfg, _ = load_model(tmp_path / "dd" / "last.pt")
+    from densemed.tasks.segmentation import resolve_auto
+
+    method, params = build(cfg).postprocess_spec(model, None)
+    assert (method, resolve_auto(method, params)["h"]) == ("deepdistance", DEFAULT_H)
 
 
 @pytest.mark.gpu
 def test_training_on_cuda_writes_checkpoints_that_predict_on_the_cpu(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from densemed.infer.predict import model_from_checkpoint
+    from densemed.build import load_model
 
     result = train(_cfg(tmp_path / "gpu", "train.epochs=2", "train.device=cuda"), log=lambda s: None)
     assert result.epochs == 2 and np.isfinite(result.history[-1]["train_loss"])
-    ckpt = load(tmp_path / "gpu" / "best.pt")  # saved from CUDA tensors, mapped to the CPU
-    model, _ = model_from_checkpoint(ckpt, tmp_path / "gpu" / "best.pt", torch.device("cpu"))
+    model, _, _ = load_model(tmp_path / "gpu" / "best.pt")  # saved from CUDA tensors, mapped to the CPU
     assert torch.isfinite(model(torch.randn(1, 1, 32, 32))).all()
 
 
@@ -174,8 +184,8 @@ def smooth_volumes(tmp_path):
 
 
 SR = [
-    "task=sr", "data.dims=3", "data.label_dir=images", "data.num_classes=1", "data.patch_size=[16,16,16]",
-    "data.normalize=percentile", "data.val_files=[v2]", "data.sr={factor: 2, axis: 2}",
+    "task={name: image, factor: 2, axis: 2}", "data.dims=3", "data.num_classes=1", "data.patch_size=[16,16,16]",
+    "data.normalize=percentile", "data.val_files=[v2]",
     "model={name: deepresolve, depth: 3, width: 8}", "loss={name: mse}", "train.lr=0", "train.epochs=1",
     "train.progress=false", "augment=null", "data.batch_size=2", "data.samples_per_epoch=2",
 ]
@@ -186,7 +196,7 @@ def test_sr_validation_psnr_on_patches_or_whole_volumes(smooth_volumes, tmp_path
     from densemed.metrics.image_quality import psnr
 
     cfg = config.load(None, SR + [f"data.root={smooth_volumes}", f"train.out={tmp_path / 'sr'}",
-                                  f"train.val_full_images={str(full).lower()}"])
+                                  f"task.val_full_images={str(full).lower()}"])
     trainer = Trainer(cfg, log=lambda s: None)
     trainer.fit()
     got = json.loads((tmp_path / "sr" / "metrics.jsonl").read_text().splitlines()[0])["val_psnr"]

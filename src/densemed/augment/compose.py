@@ -108,13 +108,18 @@ class Compose:
             warp = warp.then(t.sample(batch_size, size, generator).to_warp(size, device))
         return warp
 
-    def __call__(self, batch: dict[str, Any], generator: Generator = None) -> dict[str, Any]:
-        """Augment a batch with one draw per sample; returns a new dict."""
+    def __call__(
+        self, batch: dict[str, Any], generator: Generator = None, nearest: tuple[str, ...] | frozenset[str] = ()
+    ) -> dict[str, Any]:
+        """Augment a batch with one draw per sample; returns a new dict.
+
+        ``nearest`` names float maps to resample by nearest neighbour (targets that declare it).
+        """
         image, _ = spatial_roles(batch)
         out = dict(batch)
         if self.geometric:
             warp = self.draw_warp(image.shape[0], image.shape[2:], image.device, generator)
-            out = warp.apply(batch, self.padding, self.interpolation)
+            out = warp.apply(batch, self.padding, self.interpolation, nearest=nearest)
         x = out["image"]
         for t in self.intensity:
             x = t.sample(image.shape[0], generator)(x)
@@ -127,7 +132,7 @@ class Compose:
         return f"Compose([{', '.join(parts)}], {settings})"
 
 
-def identity(batch: dict[str, Any], generator: Generator = None) -> dict[str, Any]:
+def identity(batch: dict[str, Any], generator: Generator = None, nearest: Any = ()) -> dict[str, Any]:
     """No augmentation: returns ``batch`` unchanged."""
     return batch
 

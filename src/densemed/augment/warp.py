@@ -94,6 +94,7 @@ class Warp:
         padding: str = "zeros",
         interpolation: str = "linear",
         index_ops: bool = True,
+        nearest: tuple[str, ...] | frozenset[str] = (),
     ) -> dict[str, Any]:
         """Resample every spatial tensor of ``batch`` once with this warp.
 
@@ -104,6 +105,8 @@ class Warp:
             interpolation: ``"linear"`` or ``"cubic"`` for the image (cubic: 2D only, see above).
             index_ops: do flip/rot90-only samples by exact index operations; ``False`` sends every
                 non-identity sample through the grid (used by tests to check the grid is right).
+            nearest: float keys resampled by nearest neighbour anyway (targets that declare it,
+                e.g. per-object descriptor maps whose values must be copied, not interpolated).
 
         Returns:
             A new dict; tensors keep their shapes and dtypes.
@@ -140,7 +143,7 @@ class Warp:
             idx = on_grid.nonzero().flatten()
             whole = len(idx) == image.shape[0]
             sub = {k: batch[k] if whole else batch[k][idx.to(batch[k].device)] for k in keys}
-            res = self._resample(sub, idx, padding, interpolation)
+            res = self._resample(sub, idx, padding, interpolation, nearest)
             for k in keys:
                 if whole:
                     out[k] = res[k]
@@ -195,15 +198,18 @@ class Warp:
         return grid
 
     def _resample(
-        self, sub: dict[str, torch.Tensor], idx: torch.Tensor, padding: str, interpolation: str
+        self, sub: dict[str, torch.Tensor], idx: torch.Tensor, padding: str, interpolation: str,
+        nearest: tuple[str, ...] | frozenset[str] = (),
     ) -> dict[str, torch.Tensor]:
         image = sub["image"]
         size = image.shape[2:]
         dims = len(size)
         dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
         cubic = interpolation == "cubic" and dims == 2
-        linear_keys = [k for k in sub if sub[k].is_floating_point() and not (cubic and k == "image")]
-        nearest_keys = [k for k in sub if not sub[k].is_floating_point()]
+        linear_keys = [
+            k for k in sub if sub[k].is_floating_point() and k not in nearest and not (cubic and k == "image")
+        ]
+        nearest_keys = [k for k in sub if not sub[k].is_floating_point() or k in nearest]
         grid = self.grid(idx, size, image.device, dtype)
         res: dict[str, torch.Tensor] = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from densemed.data.io import ImageMeta, is_supported, read_image, read_label, sp
 from densemed.data.normalize import normalize
 from densemed.errors import DensemedError
 
+if TYPE_CHECKING:
+    from densemed.tasks.base import Task
+
 
 @dataclass
 class Case:
@@ -31,9 +35,9 @@ class Case:
     name: str
     image: np.ndarray  # (C, *S) float32, normalised
     label: np.ndarray | None  # (*S) int64 class indices; None for super-resolution
-    maps: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (1, *S) float32 or int64
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (C, *S) float32 or int64
     meta: ImageMeta | None = None
-    instances: np.ndarray | None = None  # (*S) int32 object ids when data.instances (for tuning h)
+    instances: np.ndarray | None = None  # (*S) int32 object ids (instance tasks: tuning, object scores)
 
 
 def discover_pairs(root: Path, image_dir: str = "images", label_dir: str = "labels") -> list[tuple[str, Path, Path]]:
@@ -69,10 +73,6 @@ def discover_images(root: Path, image_dir: str = "images") -> list[tuple[str, Pa
 
 def map_labels(label: np.ndarray, cfg: DataConfig, path: Path | str) -> np.ndarray:
     """Raw label values -> class indices (see ``DataConfig.label_map``); checks the range."""
-    if cfg.instances:
-        from densemed.targets import check_instances
-
-        return (check_instances(label, path) > 0).astype(np.int64)
     values = np.unique(label)
     lut = cfg.label_map
     if lut is None and cfg.num_classes == 2 and set(values.tolist()) <= {0, 255}:
@@ -113,42 +113,43 @@ def resample(
     )
 
 
-def target_maps(instances: np.ndarray, spacing: Sequence[float] | None, d: DataConfig) -> dict[str, np.ndarray]:
-    """The recipe's derived targets (``data.targets``) of one instance map, each ``(1, *S)`` float32."""
-    if not d.targets:
+def target_maps(
+    instances: np.ndarray, spacing: Sequence[float] | None, specs: dict[str, dict]
+) -> dict[str, np.ndarray]:
+    """Derived targets of one instance map, each ``(C, *S)`` float32 (``C = 1`` for scalar maps).
+
+    ``specs`` is ``{batch key: {name: <densemed.targets name>, **params}}`` (a task's ``targets``).
+    """
+    if not specs:
         return {}
     from densemed import targets
 
     maps = {}
-    for key, spec in d.targets.items():
+    for key, spec in specs.items():
         spec = dict(spec)
-        maps[key] = np.asarray(targets.build(spec.pop("name"), **spec)(instances, spacing), dtype=np.float32)[None]
+        arr = np.asarray(targets.build(spec.pop("name"), **spec)(instances, spacing), dtype=np.float32)
+        maps[key] = arr[None] if arr.ndim == instances.ndim else arr
     return maps
 
 
-def load_case(cfg: Config, name: str, image_path: Path, label_path: Path | None) -> Case:
-    """Read, check and normalise one case, and compute its derived targets."""
+def read_image_case(cfg: Config, image_path: Path) -> tuple[np.ndarray, ImageMeta]:
+    """Read one image, resample it to ``data.target_spacing`` and normalise it: ``(C, *S)`` float32."""
     d = cfg.data
     image, meta = read_image(image_path, d.dims)
+    if d.in_channels is not None and image.shape[0] != d.in_channels:
+        raise DensemedError(f"{image_path}: image has {image.shape[0]} channels, data.in_channels is {d.in_channels}")
     image = resample(image, meta.spacing, d.target_spacing, order=1)
-    image = normalize(image, d.normalize, d.percentiles, d.window)
-    if cfg.task == "sr":
-        from densemed.data.sr import degrade
+    return normalize(image, d.normalize, d.percentiles, d.window), meta
 
-        params = dict(d.sr)
-        hr = image
-        lr = np.stack([degrade(c, **params) for c in hr]).astype(np.float32)
-        return Case(name, lr, None, {"target": hr.astype(np.float32)}, meta)
+
+def read_label_case(cfg: Config, label_path: Path, image_shape: Sequence[int]) -> tuple[np.ndarray, ImageMeta]:
+    """Read one label map (raw values), resampled like its image; its size must match the image's."""
+    d = cfg.data
     raw, lmeta = read_label(label_path, d.dims)
     raw = resample(raw, lmeta.spacing, d.target_spacing, order=0)
-    if raw.shape != image.shape[1:]:
-        raise DensemedError(f"{label_path}: label size {raw.shape} differs from image size {image.shape[1:]}")
-    label = map_labels(raw, d, label_path)
-    if d.targets and not d.instances:
-        raise DensemedError(f"{label_path}: data.targets need instance labels (set data.instances: true)")
-    maps = target_maps(raw, lmeta.spacing, d)
-    ids = raw.astype(np.int32) if d.instances else None
-    return Case(name, image, label, maps, meta, ids)
+    if raw.shape != tuple(image_shape):
+        raise DensemedError(f"{label_path}: label size {raw.shape} differs from image size {tuple(image_shape)}")
+    return raw, lmeta
 
 
 def split(names: list[str], d: DataConfig) -> tuple[list[str], list[str]]:
@@ -167,30 +168,46 @@ def split(names: list[str], d: DataConfig) -> tuple[list[str], list[str]]:
     return train, val
 
 
-def load_cases(cfg: Config) -> tuple[list[Case], list[Case]]:
-    """Load the train and validation cases of a recipe (synthetic when ``data.synthetic`` is set)."""
+def load_cases(cfg: Config, task: Task | None = None) -> tuple[list[Case], list[Case]]:
+    """Load the train and validation cases of a recipe (synthetic when ``data.synthetic`` is set).
+
+    The recipe's task (:mod:`densemed.tasks`) reads each case; cases whose images have another
+    channel count than the first one are refused with a line naming the file.
+    """
+    from densemed import tasks
+
+    task = task or tasks.build(cfg)
     d = cfg.data
     if d.synthetic is not None:
         from densemed.data.synthetic import make_dataset
 
-        cases = []
-        for i, (img, inst) in enumerate(make_dataset(**d.synthetic)):
-            cases.append(Case(f"synthetic_{i:03d}", normalize(img, d.normalize), (inst > 0).astype(np.int64),
-                              target_maps(inst, None, d), None, inst.astype(np.int32)))
-        names = [c.name for c in cases]
-        train, val = split(names, d)
+        cases = [task.synthetic_case(f"synthetic_{i:03d}", img, inst)
+                 for i, (img, inst) in enumerate(make_dataset(**d.synthetic))]
+        train, val = split([c.name for c in cases], d)
         by = {c.name: c for c in cases}
         return [by[n] for n in train], [by[n] for n in val]
     root = resolve_data_root(d.root)
     if not root.is_dir():
         raise DensemedError(f"{root}: data folder not found (data.root; relative paths also try $DENSEMED_DATA)")
-    if cfg.task == "sr":
-        items = [(s, p, None) for s, p in discover_images(root, d.image_dir)]
-    else:
+    if task.needs_labels():
         items = discover_pairs(root, d.image_dir, d.label_dir)
+    else:
+        items = [(s, p, None) for s, p in discover_images(root, d.image_dir)]
     train, val = split([s for s, _, _ in items], d)
     by = {s: (s, i, lab) for s, i, lab in items}
-    return [load_case(cfg, *by[n]) for n in train], [load_case(cfg, *by[n]) for n in val]
+    first: tuple[int, Path] | None = None
+    loaded: dict[str, Case] = {}
+    for stem in train + val:
+        case = task.load_case(*by[stem])
+        path = by[stem][1]
+        first = first or (case.image.shape[0], path)
+        if case.image.shape[0] != first[0]:
+            raise DensemedError(
+                f"{path}: image has {case.image.shape[0]} channels, {first[1].name} has {first[0]}; "
+                "all images of a dataset need the same channels"
+            )
+        loaded[stem] = case
+    return [loaded[n] for n in train], [loaded[n] for n in val]
 
 
 def _crop(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:

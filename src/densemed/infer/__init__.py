@@ -1,4 +1,4 @@
-"""Inference: sliding window with Gaussian blending, flip test-time augmentation, post-processing."""
+"""Inference: sliding window with Gaussian blending, flip TTA, whole-image runners, post-processing."""
 
 from densemed.infer.sliding_window import flip_tta, sliding_window
 

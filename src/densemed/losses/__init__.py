@@ -10,6 +10,8 @@ Modules are imported here explicitly so that registration never depends on what 
 """
 
 from densemed.losses import (
+    activation,  # noqa: F401
+    adversarial,  # noqa: F401
     attentionboost,  # noqa: F401
     cross_entropy,  # noqa: F401
     dice,  # noqa: F401

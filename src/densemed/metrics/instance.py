@@ -19,6 +19,8 @@ All functions take a predicted and a ground-truth instance map of the same shape
   finally add the area of every predicted object never chosen to U. ``AJI = C / U``.
 * **Panoptic quality** (Kirillov et al., CVPR 2019): pairs with IoU > 0.5 (unique by construction),
   ``PQ = Σ_TP IoU / (TP + FP/2 + FN/2) = SQ · DQ``.
+* **Descriptor error** (shape; FourierNet, Cansiz et al. 2023): over the object-F1 matches, the mean
+  absolute difference of the normalised Fourier amplitudes ``A_n / a_0`` (:mod:`densemed.metrics.shape`), 2D.
 * **Point detection**: predicted points match true points one-to-one (Hungarian assignment,
   :func:`scipy.optimize.linear_sum_assignment`) when closer than ``radius``; precision, recall, F1.
 
@@ -78,11 +80,10 @@ def object_f1(pred: np.ndarray, truth: np.ndarray, min_coverage: float = 0.5) ->
     return _object_f1(*overlap_matrix(pred, truth), min_coverage)
 
 
-def _object_f1(
-    inter: np.ndarray, ta: np.ndarray, pa: np.ndarray, min_coverage: float = 0.5
-) -> dict[str, float]:
+def _matches(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray, min_coverage: float = 0.5) -> list[tuple[int, int]]:
+    """GlaS one-to-one matching: ``(truth index, prediction index)`` pairs, the true positives of F1."""
     n_t, n_p = len(ta), len(pa)
-    tp = 0
+    pairs: list[tuple[int, int]] = []
     if n_t and n_p:
         best = inter.argmax(axis=0)  # for every S_j: the G it overlaps most
         taken = np.zeros(n_t, bool)
@@ -92,9 +93,15 @@ def _object_f1(
             i = best[j]
             if inter[i, j] > 0 and cover[j] >= min_coverage and not taken[i]:
                 taken[i] = True
-                tp += 1
-    fp, fn = n_p - tp, n_t - tp
-    return _prf(tp, fp, fn)
+                pairs.append((int(i), int(j)))
+    return pairs
+
+
+def _object_f1(
+    inter: np.ndarray, ta: np.ndarray, pa: np.ndarray, min_coverage: float = 0.5
+) -> dict[str, float]:
+    tp = len(_matches(inter, ta, pa, min_coverage))
+    return _prf(tp, len(pa) - tp, len(ta) - tp)
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -246,12 +253,17 @@ def detection_scores(pred_points: np.ndarray, true_points: np.ndarray, radius: f
 
 
 def instance_scores(
-    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None, hausdorff: bool = True
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    hausdorff: bool = True,
+    shape: bool = True,
 ) -> dict[str, float]:
     """Every object-level score of one prediction, flat, for ``densemed evaluate --instances``.
 
     Keys: ``object_f1, object_precision, object_recall, object_dice, object_hausdorff, aji, pq,
-    sq, dq, n_pred, n_true``.
+    sq, dq, n_pred, n_true`` and, for 2D maps with ``shape``, ``descriptor_error``
+    (:func:`densemed.metrics.shape.descriptor_error` over the F1 matches; NaN without a match).
     """
     overlap = overlap_matrix(pred, truth)  # once: the costly part on large maps
     f1 = _object_f1(*overlap)
@@ -270,11 +282,15 @@ def instance_scores(
     }
     if hausdorff:
         out["object_hausdorff"] = object_hausdorff(pred, truth, spacing)
+    if shape and np.ndim(truth) == 2:
+        from densemed.metrics.shape import descriptor_error, match_objects
+
+        out["descriptor_error"] = descriptor_error(pred, truth, match_objects(pred, truth, overlap), spacing=spacing)
     return out
 
 
 # ------------------------------------------------------------------------------------ folders
-INSTANCE_METRICS = ("object_f1", "object_dice", "object_hausdorff", "aji", "pq")
+INSTANCE_METRICS = ("object_f1", "object_dice", "object_hausdorff", "descriptor_error", "aji", "pq")
 
 
 def evaluate_instance_folders(
@@ -321,7 +337,8 @@ def evaluate_instance_folders(
         f1 = object_f1(pred, truth)
         tp, fp, fn = tp + f1["tp"], fp + f1["fp"], fn + f1["fn"]
         images.append({"name": stem, "pred": str(preds[stem]), "truth": str(tpath), **scores})
-    metrics = [m for m in INSTANCE_METRICS if hausdorff or m != "object_hausdorff"]
+    metrics = [m for m in INSTANCE_METRICS if (hausdorff or m != "object_hausdorff")
+               and all(m in im for im in images)]  # descriptor_error: 2D only
     mean, inf_count = {}, {}
     for m in metrics + ["object_precision", "object_recall", "sq", "dq"]:
         vals = np.array([im[m] for im in images], float)

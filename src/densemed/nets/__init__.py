@@ -10,12 +10,17 @@ Modules are imported here explicitly so that registration never depends on what 
 
 from densemed.nets import (
     attentionboost,  # noqa: F401
+    classnseg,  # noqa: F401
     dcan,  # noqa: F401
     deconvnet,  # noqa: F401
     deepdistance,  # noqa: F401
     deepresolve,  # noqa: F401
     fcn,  # noqa: F401
+    fouriernet,  # noqa: F401
     multitask,  # noqa: F401
+    patchgan,  # noqa: F401
+    pix2pix,  # noqa: F401
+    segnetmri,  # noqa: F401
     unet,  # noqa: F401
     unet3d_ds,  # noqa: F401
     vnet,  # noqa: F401

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from densemed.nets._aux import wants_aux
+from densemed.nets.heads import Head, activate, declare
 from densemed.nets.registry import register
 from densemed.nets.unet import UNet
 from densemed.typing import LayerSpec, NetOutput
@@ -73,13 +74,12 @@ class AttentionBoostNet(nn.Module):
         if stages < 1:
             raise ValueError(f"stages must be >= 1, got {stages}")
         self.out_channels = out_channels
+        declare(self, {"segmentation": Head(out_channels)})
+        self.final_last = True  # the stage list ends with the final output
         self.stages = nn.ModuleList(
             UNet(in_channels + (out_channels if t else 0), out_channels, dims, depth, base_width, norm)
             for t in range(stages)
         )
-
-    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits) if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
     def forward(self, x: torch.Tensor) -> NetOutput:
         """Last stage's logits, or the list of every stage's logits when auxiliary outputs are wanted."""
@@ -87,7 +87,7 @@ class AttentionBoostNet(nn.Module):
         z = self.stages[0](x)
         outs.append(z)
         for stage in self.stages[1:]:
-            z = stage(torch.cat([x, self._probabilities(z)], dim=1))
+            z = stage(torch.cat([x, activate(z)], dim=1))
             outs.append(z)
         return outs if wants_aux(self) else outs[-1]
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from densemed.blocks import ConvNormAct, DoubleConv, conv_transpose, crop_to, max_pool, pad_to_multiple
 from densemed.nets._aux import wants_aux
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec, NetOutput
 
@@ -83,8 +84,6 @@ class DCAN(nn.Module):
         torch.Size([1, 2, 45, 37])
     """
 
-    main_output = "object"
-
     def __init__(
         self,
         in_channels: int = 3,
@@ -104,6 +103,8 @@ class DCAN(nn.Module):
         factors = list(_WIDTH_FACTORS[: depth + 1]) + [_WIDTH_FACTORS[-1]] * extra
         widths = [base_width * f for f in factors]
         self.depth = depth
+        declare(self, {"object": Head(out_channels), "contour": Head(contour_channels)}, main="object")
+        self.default_instances = "dcan"  # the paper's object/contour fusion
         self.stages = nn.ModuleList()
         c = in_channels
         for w in widths:

@@ -37,6 +37,7 @@ from torch import nn
 
 from densemed.blocks import crop_to, norm_layer, pad_to_multiple
 from densemed.blocks.vgg import VGG16Features, load_vgg16_weights
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec, PathType
 
@@ -116,6 +117,7 @@ class DeconvNet(nn.Module):
                 c = base_width * m
             self.decoder.append(nn.Sequential(*level))
         self.score = nn.Conv2d(c, out_channels, 1)
+        declare(self, {"segmentation": Head(out_channels)})
         if encoder_weights is not None:
             load_vgg16_weights(self.features, encoder_weights, self.fc6[0], self.fc7[0])
 

@@ -23,18 +23,18 @@ are U-Net expanding paths with skips from the shared encoder (:class:`MultiTaskU
 
 Outputs: training / :func:`densemed.nets.all_outputs`: ``{"inner_distance": (B, 1, *S),
 "outer_distance": (B, 1, *S)[, "mask": (B, out_channels, *S)]}``. Eval mode: with the
-segmentation head its logits ``(B, out_channels, *S)``; without it the two maps stacked,
-``(B, 2, *S)`` = ``[d_in, d_out]`` (so ``out_channels`` must then be 2).
+segmentation head its logits ``(B, out_channels, *S)``; without it the inner distance
+``(B, 1, *S)`` (the declared main head; ``out_channels`` is then unused). Declared heads
+(:mod:`densemed.nets.heads`): ``mask`` logits, ``inner_distance`` and ``outer_distance`` regression.
 """
 
 from __future__ import annotations
 
 import torch
 
-from densemed.nets._aux import wants_aux
 from densemed.nets.multitask import MultiTaskUNet
 from densemed.nets.registry import register
-from densemed.typing import LayerSpec, NetOutput
+from densemed.typing import LayerSpec
 
 
 class DeepDistance(MultiTaskUNet):
@@ -66,28 +66,16 @@ class DeepDistance(MultiTaskUNet):
         norm: LayerSpec = "batch",
         act: LayerSpec = "relu",
     ) -> None:
-        tasks: dict[str, int | None] = {"inner_distance": 1, "outer_distance": 1}
+        dist = {"channels": 1, "kind": "regression"}
+        tasks: dict[str, object] = {"inner_distance": dist, "outer_distance": dist}
         if segmentation:
             tasks = {"mask": out_channels, **tasks}
-        elif out_channels != 2:
-            raise ValueError(
-                "without the segmentation decoder DeepDistance outputs the 2 distance maps in eval mode; "
-                f"out_channels must be 2, got {out_channels} (or set segmentation=True)"
-            )
         super().__init__(
             in_channels, tasks, out_channels if segmentation else None, None,
             dims, depth, base_width, norm, act,
         )
         self.segmentation = segmentation
-        # without the mask decoder the eval output is two distance maps, not class logits
-        self.output_kind = "segmentation" if segmentation else "regression"
-
-    def forward(self, x: torch.Tensor) -> NetOutput:
-        """Dict of maps in training / ``all_outputs``; the main tensor in eval mode."""
-        if wants_aux(self) or self.segmentation:
-            return super().forward(x)
-        out = self.heads(x, ["inner_distance", "outer_distance"])  # the eval output: both maps stacked
-        return torch.cat([out["inner_distance"], out["outer_distance"]], dim=1)
+        self.default_instances = "deepdistance"  # h-maxima of the inner distance + watershed
 
 
 @register("deepdistance", dims=(2, 3), small={"base_width": 4, "depth": 2, "segmentation": True})

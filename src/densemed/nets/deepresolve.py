@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from densemed.blocks import conv
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 
 
@@ -64,13 +65,13 @@ class DeepResolve(nn.Module):
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
-        self.output_kind = "image"  # a restored image, not logits
         if depth < 2:
             raise ValueError(f"deepresolve needs depth >= 2, got {depth}")
         layers: list[nn.Module] = [conv(3)(in_channels, width, 3, 1, 1), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
             layers += [conv(3)(width, width, 3, 1, 1), nn.ReLU(inplace=True)]
         last = conv(3)(width, out_channels, 3, 1, 1)
+        declare(self, {"image": Head(out_channels, "image")})
         if zero_init_last:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)

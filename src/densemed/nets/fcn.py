@@ -34,6 +34,7 @@ from torch import nn
 
 from densemed.blocks import crop_to, pad_to_multiple
 from densemed.blocks.vgg import VGG16Features, load_vgg16_weights
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import PathType
 
@@ -114,6 +115,7 @@ class FCN(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.score_fr = nn.Conv2d(fc_width, out_channels, 1)
+        declare(self, {"segmentation": Head(out_channels)})
         stride = _VARIANTS[variant]
         if stride <= 16:
             self.score_pool4 = _zero_conv(w[3], out_channels)

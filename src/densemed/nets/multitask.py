@@ -15,7 +15,7 @@ regression heads (distance maps) give the regressed value.
 
 Outputs: ``{task: tensor (B, tasks[task], *S)}`` when :func:`densemed.nets.wants_aux` is true
 (training, or inside :func:`densemed.nets.all_outputs`), else the main task's tensor
-(``main_output``, by default the first task), whose channel count is ``out_channels``.
+(``main_head``, by default the first task), whose channel count is ``out_channels``.
 
 Recipe::
 
@@ -27,12 +27,14 @@ Recipe::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from densemed.blocks import DoubleConv, conv, conv_transpose, crop_to, max_pool, pad_to_multiple
 from densemed.nets._aux import wants_aux
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec, NetOutput
 
@@ -99,7 +101,8 @@ class MultiTaskUNet(nn.Module):
     Args:
         in_channels: image channels.
         tasks: ``{task name: output channels}``, in order; the main task's value may be None
-            (then ``out_channels``).
+            (then ``out_channels``); a value ``{channels: c, kind: regression}`` declares a
+            regression (or ``image``) head instead of class logits.
         out_channels: channels of the main task's head (the tensor returned in eval mode).
         main: name of the main task (default: the first).
         dims: 2 or 3.
@@ -121,7 +124,7 @@ class MultiTaskUNet(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        tasks: Mapping[str, int | None],
+        tasks: Mapping[str, Any],
         out_channels: int | None = None,
         main: str | None = None,
         dims: int = 2,
@@ -133,21 +136,26 @@ class MultiTaskUNet(nn.Module):
         super().__init__()
         if not tasks:
             raise ValueError("a multi-task network needs at least one task")
-        self.main_output = main if main is not None else next(iter(tasks))
-        if self.main_output not in tasks:
-            raise ValueError(f"main task {self.main_output!r} is not one of the tasks {list(tasks)}")
-        channels: dict[str, int] = {}
-        for name, c in tasks.items():
-            if c is None:
+        first = next(iter(tasks))
+        declared: dict[str, Head] = {}
+        for name, spec in tasks.items():
+            kind = "logits"
+            if isinstance(spec, Mapping):  # {channels: c, kind: regression}
+                kind = str(spec.get("kind", "logits"))
+                spec = spec.get("channels")
+            if spec is None:
                 if out_channels is None:
                     raise ValueError(f"task {name!r} has no channel count and out_channels is not given")
-                c = out_channels
-            channels[name] = int(c)
-        if out_channels is not None and channels[self.main_output] != out_channels:
+                spec = out_channels
+            declared[name] = Head(int(spec), kind)
+        main = main if main is not None else first
+        declare(self, declared, main=main)
+        if out_channels is not None and declared[main].channels != out_channels:
             raise ValueError(
-                f"main task {self.main_output!r} has {channels[self.main_output]} channels "
+                f"main task {main!r} has {declared[main].channels} channels "
                 f"but out_channels={out_channels}; give it null in tasks to use out_channels"
             )
+        channels = {name: h.channels for name, h in declared.items()}
         self.tasks = channels
         self.depth = depth
         widths = [base_width * 2**i for i in range(depth + 1)]
@@ -156,7 +164,7 @@ class MultiTaskUNet(nn.Module):
             {name: TaskDecoder(widths, c, dims, norm, act) for name, c in channels.items()}
         )
 
-    def heads(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    def run_heads(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """The named tasks' outputs ``{task: (B, tasks[task], *S)}``, sharing one encoder pass."""
         x, size = pad_to_multiple(x, 2**self.depth)
         feats = self.encoder(x)
@@ -165,8 +173,8 @@ class MultiTaskUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> NetOutput:
         """Dict of task outputs (training / :func:`all_outputs`), else the main task's tensor."""
         if not wants_aux(self):
-            return self.heads(x, [self.main_output])[self.main_output]
-        return self.heads(x, list(self.decoders))
+            return self.run_heads(x, [self.main_head])[self.main_head]
+        return self.run_heads(x, list(self.decoders))
 
 
 @register(
@@ -177,7 +185,7 @@ class MultiTaskUNet(nn.Module):
 def multitask(
     in_channels: int = 1,
     out_channels: int = 2,
-    tasks: Mapping[str, int | None] | None = None,
+    tasks: Mapping[str, Any] | None = None,
     main: str | None = None,
     dims: int = 2,
     depth: int = 4,

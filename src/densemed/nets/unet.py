@@ -33,6 +33,7 @@ from torch import nn
 
 from densemed.blocks import DoubleConv, center_crop_to, conv, conv_transpose, crop_to, max_pool, pad_to_multiple
 from densemed.nets._aux import wants_aux
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec, NetOutput
 
@@ -95,6 +96,7 @@ class UNet(nn.Module):
             self.ups.append(conv_transpose(dims)(w * 2, w, kernel_size=2, stride=2))
             self.decoders.append(DoubleConv(w * 2, w, dims, norm, act, padding))
         self.head = conv(dims)(widths[0], out_channels, kernel_size=1)
+        declare(self, {"segmentation": Head(out_channels)})
         self.ds_levels = min(ds_levels, depth - 1) if deep_supervision else 0
         # heads for decoder levels 1..ds_levels below the last one (widths[1], widths[2], ...)
         self.ds_heads = nn.ModuleList(

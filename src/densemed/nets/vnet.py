@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from densemed.blocks import act_layer, conv, conv_transpose, crop_to, norm_layer, pad_to_multiple
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec
 
@@ -149,6 +150,7 @@ class VNet(nn.Module):
             )
             self.right.append(ResidualStage(2 * w[level], right[i], kernel_size, norm))
         self.head = conv(3)(2 * w[0], out_channels, 1)
+        declare(self, {"segmentation": Head(out_channels)})
 
     def _first_stage(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_proj is not None:

@@ -52,6 +52,7 @@ from torch import nn
 
 from densemed.blocks import conv, conv_transpose, crop_to, norm_layer, pad_to_multiple
 from densemed.nets._aux import wants_aux
+from densemed.nets.heads import Head, declare
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec, NetOutput
 
@@ -120,17 +121,18 @@ class VoxResNet(nn.Module):
             self.taps.append(_bn_relu(width, norm))
             c = width
         heads: list[nn.Module] = [conv(3)(half, out_channels, 1)]
+        declare(self, {"segmentation": Head(out_channels)})
         for k in range(1, 4):
             s = 2**k
             heads.append(conv_transpose(3)(width, out_channels, 2 * s, s, s // 2))
-        self.heads = nn.ModuleList(heads)
+        self.classifiers = nn.ModuleList(heads)
 
     def forward(self, x: torch.Tensor) -> NetOutput:
         """Fused logits; when auxiliary outputs are wanted ``[fused, C_1, ..., C_4]``, all full size."""
         x, size = pad_to_multiple(x, 8)
         h = self.tap1(self.conv1(x))
-        aux = [self.heads[0](h)]
-        for stage, tap, head in zip(self.stages, self.taps, self.heads[1:]):
+        aux = [self.classifiers[0](h)]
+        for stage, tap, head in zip(self.stages, self.taps, self.classifiers[1:]):
             h = tap(stage(h))
             aux.append(head(h))
         aux = [crop_to(a, size) for a in aux]

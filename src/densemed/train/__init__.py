@@ -1,5 +1,19 @@
-"""The training loop, checkpoints, logging."""
+"""The training loop, training modules, schedules, curves.
 
-from densemed.train.loop import RunResult, Trainer, build_loss, build_model, resolve_device, train
+Imports are lazy so that ``densemed.train.module`` can be imported (by tasks) without pulling in
+the loop.
+"""
 
-__all__ = ["RunResult", "Trainer", "build_loss", "build_model", "resolve_device", "train"]
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RunResult", "Trainer", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from densemed.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(name)

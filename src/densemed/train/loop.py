@@ -1,20 +1,33 @@
 """The training loop: recipe in, run folder out.
 
-``train(cfg)`` loads the data, builds the network, loss and augmentation named in the recipe and
-runs epochs of random patches. Each epoch appends one line to ``metrics.jsonl`` (train loss,
-validation loss, validation Dice per class and mean, lr, seconds), rewrites ``curves.png`` and
-writes ``last.pt`` (and ``best.pt`` when the validation score improves) atomically.
+``train(cfg)`` builds the recipe's task (:mod:`densemed.tasks`), loads the data through it, builds
+the network, loss and augmentation (:mod:`densemed.build`) and lets the task choose the training
+module that owns networks, optimisers and the step (:mod:`densemed.train.module`). The loop itself
+only draws batches, augments them and calls ``module.train_step``; everything that varies by task
+(inputs, loss call, validation, after-fit work) is the task's.
 
-Reproducibility: epoch ``e`` reseeds every source of randomness from ``(seed, e)`` — the patch
-sampler, the data order, the augmentation generator and torch's global generator (dropout) —
-so ``--resume`` from ``last.pt`` of epoch ``e`` continues exactly as the uninterrupted run would.
-A non-finite loss stops the run with an error; ``last.pt`` then still holds the last completed
-epoch.
+Each epoch appends one line to ``metrics.jsonl`` (train loss and per-head terms, validation record,
+learning rate, steps, seconds), rewrites ``curves.png`` and writes ``last.pt`` (and ``best.pt`` when
+the validation score improves) atomically.
+
+Time budget (``train.time_budget_s``): the budget counts training steps and the periodic
+validations, and is checked **between optimiser steps**: the run stops within one step of it. The
+epoch in which it stops is then validated once more (the *final validation*, reported separately
+and not counted in the budget) so ``best.pt`` reflects the end of training. The learning-rate
+schedule runs per step over a length fixed from the measured speed and stored in the checkpoint
+(:mod:`densemed.train.schedule`), so a budgeted run ends at the end of its schedule. Resuming a
+run whose budget is spent stops at once with one line; raising the budget continues, the schedule
+stretched to the new budget (the learning rate continues from the cosine at the new progress).
+
+Reproducibility: every step reseeds torch's generator (dropout) and the augmentation generator
+from ``(seed, epoch, step)``; the patch sampler and the data order from ``(seed, epoch)``. So
+``--resume`` continues exactly as the uninterrupted run would, from an epoch boundary or from the
+step where a budget stopped it. A non-finite loss stops the run with an error; ``last.pt`` then
+still holds the last completed epoch.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import time
@@ -25,92 +38,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
-from densemed import __version__, config, nets
+from densemed import __version__, config, tasks
+from densemed.build import build_augment, build_loss, build_model, resolve_device
+from densemed.checkpoint import load as load_checkpoint
+from densemed.checkpoint import load_state, save_atomic
 from densemed.config import Config
 from densemed.data.dataset import PatchDataset, fixed_patches, load_cases
 from densemed.errors import DensemedError
-from densemed.train.checkpoint import load as load_checkpoint
-from densemed.train.checkpoint import load_state, save_atomic
-from densemed.typing import Batch, NetOutput
+from densemed.train.schedule import budget_steps
+
+CHECKPOINT_FORMAT = 2
+#: steps of the first epoch after which a budgeted run first fixes its schedule length
+EARLY_ESTIMATE_STEPS = 5
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise DensemedError(f"train.device: unknown device {spec!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DensemedError(f"train.device: {spec!r} requested but no CUDA device is available")
-    return dev
-
-
-def build_model(cfg: Config, in_channels: int | None = None) -> nn.Module:
-    """The recipe's network, with ``in_channels``/``out_channels``/``dims`` filled from the data."""
-    params = dict(cfg.model)
-    name = params.pop("name")
-    entry = nets.info(name)
-    if cfg.data.dims not in entry.dims:
-        raise DensemedError(
-            f"model.name: {name!r} supports {entry.dims}D data, the recipe has data.dims={cfg.data.dims}"
-        )
-    sig = inspect.signature(entry.builder).parameters
-    params.setdefault("in_channels", in_channels or cfg.data.in_channels or 1)
-    if cfg.task == "segmentation" and "out_channels" in sig:
-        params.setdefault("out_channels", cfg.data.num_classes)
-    if "dims" in sig:
-        params.setdefault("dims", cfg.data.dims)
-    try:
-        return nets.build(name, **params)
-    except (TypeError, ValueError) as exc:
-        raise DensemedError(f"model: cannot build {name!r}: {exc}") from None
-
-
-def build_loss(cfg: Config) -> nn.Module:
-    """The recipe's loss module."""
-    from densemed import losses
-
-    params = dict(cfg.loss)
-    name = params.pop("name")
-    try:
-        return losses.build(name, **params)
-    except (TypeError, ValueError) as exc:
-        raise DensemedError(f"loss: cannot build {name!r}: {exc}") from None
-
-
-def build_augment(cfg: Config) -> Callable[..., Batch] | None:
-    """The recipe's batch augmentation, or None when ``augment`` is null."""
-    if cfg.augment is None:
-        return None
-    from densemed import augment
-
-    try:
-        return augment.build(cfg.augment)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise DensemedError(f"augment: {exc}") from None
-
-
-def compute_loss(loss_fn: nn.Module, out: NetOutput, batch: Batch, task: str) -> torch.Tensor:
-    """Call the loss the way it asks: the whole batch, or ``(output, target, weights=...)``."""
-    if getattr(loss_fn, "takes_batch", False):
-        return loss_fn(out, batch)
-    if task == "sr":
-        return loss_fn(out, batch["target"])
-    weights = batch.get("weights")
-    return loss_fn(out, batch["label"], weights=weights) if weights is not None else loss_fn(out, batch["label"])
-
-
-def _seed(seed: int, epoch: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 @dataclass
@@ -121,13 +66,26 @@ class RunResult:
     epochs: int
     best: float
     history: list[dict[str, Any]]
+    train_seconds: float = 0.0
+    val_seconds: float = 0.0
+    final_val_seconds: float = 0.0
 
 
 class Trainer:
-    """Holds the pieces of one run; :meth:`fit` runs the epochs."""
+    """Holds the pieces of one run; :meth:`fit` runs the epochs.
 
-    def __init__(self, cfg: Config, resume: bool = False, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.log = cfg, log
+    Args:
+        cfg: the recipe.
+        resume: continue the run in ``cfg.train.out`` from its ``last.pt``.
+        log: where progress lines go.
+        clock: seconds counter for the time budget (tests pass a fake one).
+    """
+
+    def __init__(
+        self, cfg: Config, resume: bool = False, log: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.cfg, self.log, self.clock = cfg, log, clock
         t = cfg.train
         self.out = Path(t.out)
         if not resume and (self.out / "last.pt").exists():
@@ -140,247 +98,249 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
-        self.train_cases, self.val_cases = load_cases(cfg)
+        self.task = tasks.build(cfg)
+        self.train_cases, self.val_cases = load_cases(cfg, self.task)
         self.in_channels = self.train_cases[0].image.shape[0] if self.train_cases else 1
-        self.model = build_model(cfg, self.in_channels).to(self.device)
+        model = build_model(cfg, self.in_channels).to(self.device)
         self.loss_fn = build_loss(cfg).to(self.device)
+        self.module = self.task.training_module(model, self.loss_fn, self.device)
         self.augment = build_augment(cfg)
-        self.opt = self._optimizer()
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.nearest = self.task.nearest_keys()
         self.dataset = PatchDataset(
             self.train_cases, cfg.data.patch_size, cfg.data.foreground_fraction, cfg.data.samples_per_epoch, t.seed
         )
+        bs = cfg.data.batch_size
+        n = len(self.dataset)
+        self.steps_per_epoch = n // bs if n > bs else 1
+        self.module.set_total_steps(t.epochs * self.steps_per_epoch)
         self.val_patches = fixed_patches(self.val_cases, cfg.data.patch_size, cfg.data.val_patches_per_image)
-        self.start_epoch, self.best = 0, -math.inf
+        self.start_epoch, self.start_step, self.best, self.elapsed = 0, 0, -math.inf, 0.0
         self.history: list[dict[str, Any]] = []
         if resume:
             self._resume()
         config.save(cfg, self.out / "config.yaml")
 
-    # -- set-up --------------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
-        t = self.cfg.train
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if t.optimizer == "adam":
-            return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-        if t.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        if t.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
-        raise DensemedError(f"train.optimizer: unknown optimizer {t.optimizer!r} (use adam, adamw or sgd)")
+    @property
+    def model(self) -> torch.nn.Module:
+        """The main network of the training module."""
+        return self.module.model
 
-    def _lr_factor(self, epoch: int) -> float:
-        t = self.cfg.train
-        frac = min(epoch / max(t.epochs, 1), 1.0)
-        if t.scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * frac))
-        if t.scheduler == "poly":  # nnU-Net's (1 - e/E)^0.9
-            return (1 - frac) ** 0.9
-        if t.scheduler == "none":
-            return 1.0
-        raise DensemedError(f"train.scheduler: unknown scheduler {t.scheduler!r} (use cosine, poly or none)")
-
+    # -- resume --------------------------------------------------------------------------------
     def _resume(self) -> None:
         path = self.out / "last.pt"
         ckpt = load_checkpoint(path, self.device)
-        load_state(self.model, ckpt["model"], path, self.cfg.model["name"], ckpt.get("net"))
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.start_epoch = int(ckpt["epoch"]) + 1
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise DensemedError(
+                f"{path}: written by an older densemed (before tasks had their own recipe section); "
+                "it can still predict, but not resume — start a new run"
+            )
+        load_state(self.model, ckpt["networks"]["model"], path, self.cfg.model["name"], ckpt.get("net"))
+        try:
+            self.module.load_state_dict(ckpt)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise DensemedError(f"{path}: cannot restore the training state ({exc})") from None
+        old_epochs = int(ckpt["config"]["train"]["epochs"])
+        if old_epochs != self.cfg.train.epochs:
+            self.log(f"train.epochs changed from {old_epochs} to {self.cfg.train.epochs}: the schedule now spans "
+                     f"{self.cfg.train.epochs} epochs and continues from the learning rate of the new progress")
+        if self.cfg.train.time_budget_s is None:  # the schedule spans the epochs again
+            self.module.set_total_steps(self.cfg.train.epochs * self.steps_per_epoch)
+        self.start_step = int(ckpt.get("epoch_step", 0))
+        self.start_epoch = int(ckpt["epoch"]) + (0 if self.start_step else 1)
         self.best = float(ckpt.get("best", -math.inf))
+        self.elapsed = float(ckpt.get("elapsed", 0.0))
         lines = (self.out / "metrics.jsonl").read_text().splitlines() if (self.out / "metrics.jsonl").exists() else []
-        self.history = [json.loads(x) for x in lines if x.strip() and json.loads(x)["epoch"] < self.start_epoch]
+        records = [json.loads(x) for x in lines if x.strip()]
+        last = int(ckpt["epoch"])
+        self.history = [r for r in records if r["epoch"] < last or (r["epoch"] == last and not self.start_step)]
         self._write_history()
-        self.log(f"resumed {self.out} at epoch {self.start_epoch}")
+        budget = self.cfg.train.time_budget_s
+        if budget is not None and self.elapsed >= budget:
+            raise DensemedError(
+                f"{self.out}: the time budget of {budget:g} s is used up; raise train.time_budget_s to continue"
+            )
+        if budget is not None:
+            self._fix_schedule()
+        where = f"epoch {self.start_epoch + 1}" + (f" step {self.start_step}" if self.start_step else "")
+        self.log(f"resumed {self.out} at {where}")
 
-    # -- epochs --------------------------------------------------------------------------
-    def fit(self) -> RunResult:
-        """Train until ``train.epochs`` or ``train.time_budget_s``; returns the run summary."""
+    # -- epochs --------------------------------------------------------------------------------
+    def _budget_spent(self, epoch_tic: float) -> bool:
+        budget = self.cfg.train.time_budget_s
+        return budget is not None and self.elapsed + (self.clock() - epoch_tic) >= budget
+
+    def _fix_schedule(self, extra_s: float = 0.0) -> None:
+        """Re-fix the schedule length from the measured seconds per step (budgeted runs only)."""
         t = self.cfg.train
-        start = time.perf_counter()
-        spent = sum(h.get("seconds", 0.0) for h in self.history)
+        if t.time_budget_s is None or self.module.step == 0:
+            return
+        spent = self.elapsed + extra_s
+        per_step = spent / self.module.step
+        total = budget_steps(self.module.step, spent, t.time_budget_s, per_step, t.epochs * self.steps_per_epoch)
+        self.module.set_total_steps(total)
+
+    def fit(self) -> RunResult:
+        """Train until the epochs, the schedule or the time budget end; returns the run summary."""
+        t = self.cfg.train
+        val_s = final_val_s = 0.0
+        stopped_epoch: int | None = None
         for epoch in range(self.start_epoch, t.epochs):
-            tic = time.perf_counter()
-            train_loss = self._train_epoch(epoch)
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": self.opt.param_groups[0]["lr"]}
-            if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
-                record.update(self.validate())
-            self.sched.step()
-            record["seconds"] = time.perf_counter() - tic
+            start_step = self.start_step if epoch == self.start_epoch else 0
+            tic = self.clock()
+            record, stopped = self._train_epoch(epoch, start_step, tic)
+            train_s = self.clock() - tic
+            last_epoch = epoch + 1 == t.epochs
+            if not stopped and ((epoch + 1) % t.val_every == 0 or last_epoch):
+                vtic = self.clock()
+                record.update(self.task.validate(self.model, self.loss_fn, self.val_cases, self.val_patches,
+                                                 self.device))
+                val_s += self.clock() - vtic
+            record["seconds"] = self.clock() - tic
+            self.elapsed += record["seconds"]
+            if stopped:  # the final validation: outside the budget, reported on its own
+                vtic = self.clock()
+                record.update(self.task.validate(self.model, self.loss_fn, self.val_cases, self.val_patches,
+                                                 self.device))
+                final_val_s = self.clock() - vtic
+                record["final_val_seconds"] = final_val_s
+            record["train_seconds"] = train_s
             score = record.get("val_score")
             # until a validation has run, best.pt follows last.pt
             improved = score > self.best if score is not None else self.best == -math.inf
             if score is not None and improved:
                 self.best = float(score)
+            if not stopped:
+                self._fix_schedule()
             self.history.append(record)
             self._write_history()
-            self._checkpoint(epoch, improved)
+            self._checkpoint(epoch, record.get("steps_in_epoch", 0) if record.get("partial") else 0, improved)
             self.log(_summary(record, t.epochs))
-            if t.time_budget_s is not None and spent + time.perf_counter() - start >= t.time_budget_s:
-                self.log(f"time budget of {t.time_budget_s:g} s reached after epoch {epoch + 1}")
+            if stopped:
+                stopped_epoch = epoch
+                why = "the schedule ended" if self.module.step >= self.module.total_steps else (
+                    f"time budget of {t.time_budget_s:g} s reached")
+                self.log(f"{why} after {self.module.step} steps (epoch {epoch + 1}, lr {self.module.lr():.3g})")
                 break
-        self._tune_instances()
-        return RunResult(self.out, len(self.history), self.best, self.history)
-
-    def _train_epoch(self, epoch: int) -> float:
-        cfg, t = self.cfg, self.cfg.train
-        torch.manual_seed(_seed(t.seed, epoch, 0))
-        self.dataset.set_epoch(epoch)
-        order = torch.Generator().manual_seed(_seed(t.seed, epoch, 1))
-        aug_gen = torch.Generator().manual_seed(_seed(t.seed, epoch, 2))
-        loader = DataLoader(
-            self.dataset, batch_size=cfg.data.batch_size, shuffle=True, generator=order,
-            num_workers=cfg.data.num_workers, drop_last=len(self.dataset) > cfg.data.batch_size,
+        self._after_fit()
+        train_total = sum(h.get("train_seconds", 0.0) for h in self.history)
+        self.log(
+            f"training {train_total:.0f} s, validation {val_s:.0f} s"
+            + (f", final validation {final_val_s:.0f} s" if stopped_epoch is not None else "")
         )
-        if hasattr(self.loss_fn, "set_epoch"):
-            self.loss_fn.set_epoch(epoch)
-        self.model.train()
-        total, count = 0.0, 0
-        bar = _progress(len(loader), f"epoch {epoch + 1}/{t.epochs}", t.progress)
-        tic = time.perf_counter()
-        for step, batch in enumerate(loader):
+        return RunResult(self.out, len(self.history), self.best, self.history, train_total, val_s, final_val_s)
+
+    def _train_epoch(self, epoch: int, start_step: int, tic: float) -> tuple[dict[str, Any], bool]:
+        """Steps of one epoch from ``start_step``; returns the record and whether the run must stop."""
+        cfg, t = self.cfg, self.cfg.train
+        bs = cfg.data.batch_size
+        self.dataset.set_epoch(epoch)
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(_seed(t.seed, epoch, 1)))
+        order = order[: self.steps_per_epoch * bs][start_step * bs :].tolist()
+        loader = DataLoader(self.dataset, batch_size=bs, sampler=order, num_workers=cfg.data.num_workers)
+        self.module.set_epoch(epoch)
+        self.module.train()
+        sums: dict[str, float] = {}
+        count = 0
+        steps = start_step
+        bar = _progress(self.steps_per_epoch, start_step, f"epoch {epoch + 1}/{t.epochs}", t.progress)
+        stopped = False
+        for batch in loader:
+            torch.manual_seed(_seed(t.seed, epoch, 0, steps))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             if self.augment is not None:
-                batch = self.augment(batch, generator=aug_gen)
-            with torch.autocast(
-                self.device.type, enabled=t.amp, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16
-            ):
-                out = self.model(batch["image"])
-                loss = compute_loss(self.loss_fn, out, batch, cfg.task)
-            if not torch.isfinite(loss):
+                gen = torch.Generator().manual_seed(_seed(t.seed, epoch, 2, steps))
+                batch = self.augment(batch, generator=gen, nearest=self.nearest)
+            try:
+                rec = self.module.train_step(batch)
+            except FloatingPointError as exc:
                 raise DensemedError(
-                    f"{self.out}: loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; training stopped, "
-                    f"last.pt keeps the last completed epoch (try a lower train.lr)"
-                )
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.opt.step()
+                    f"{self.out}: loss became {exc} at epoch {epoch + 1} step {steps + 1}; training stopped, "
+                    "last.pt keeps the last completed epoch (try a lower train.lr)"
+                ) from None
+            steps += 1
             n = batch["image"].shape[0]
-            total += loss.item() * n
+            for k, v in rec.items():
+                sums[k] = sums.get(k, 0.0) + v * n
             count += n
             if bar is not None:
-                bar.set_postfix(
-                    step=step + 1, loss=f"{loss.item():.4f}", img_s=f"{count / (time.perf_counter() - tic):.1f}"
-                )
-                bar.update(1)
+                self._update_bar(bar, rec, tic, steps - start_step)
+            if epoch == self.start_epoch and steps - start_step == EARLY_ESTIMATE_STEPS and self.elapsed == 0:
+                self._fix_schedule(self.clock() - tic)  # a first estimate before the first epoch ends
+            if self.module.step >= self.module.total_steps or self._budget_spent(tic):
+                stopped = True
+                break
         if bar is not None:
             bar.close()
-        return total / max(count, 1)
+        record: dict[str, Any] = {
+            "epoch": epoch, "train_loss": sums.get("loss", 0.0) / max(count, 1), "lr": self.module.lr(),
+            "steps": self.module.step,
+        }
+        terms = {k[5:]: v / max(count, 1) for k, v in sums.items() if k.startswith("term_")}
+        if terms:
+            record["train_terms"] = terms
+        if steps < self.steps_per_epoch:
+            record["partial"] = True
+            record["steps_in_epoch"] = steps
+        return record, stopped
 
-    @torch.no_grad()
+    def _update_bar(self, bar: Any, rec: dict[str, float], tic: float, done: int) -> None:
+        t = self.cfg.train
+        spent = self.elapsed + self.clock() - tic
+        post = {"loss": f"{rec['loss']:.4f}", "it/s": f"{done / max(self.clock() - tic, 1e-9):.2f}"}
+        if t.time_budget_s is not None:
+            post["time"] = f"{spent:.0f}/{t.time_budget_s:g}s"
+            post["left"] = f"{max(t.time_budget_s - spent, 0):.0f}s"
+        if self.history and self.history[-1].get("val_score") is not None:
+            post["val"] = f"{self.history[-1]['val_score']:.4f}"
+        bar.set_postfix(post)
+        bar.update(1)
+
     def validate(self) -> dict[str, Any]:
-        """Validation loss on fixed patches and Dice (or PSNR) on whole validation images."""
-        if not self.val_cases:
-            return {}
-        from densemed.infer.predict import predict_probabilities, to_labels
+        """The task's validation of the current weights (``val_score`` picks ``best.pt``)."""
+        return self.task.validate(self.model, self.loss_fn, self.val_cases, self.val_patches, self.device)
 
-        self.model.eval()
-        losses = []
-        sr_outputs: list[torch.Tensor] = []
-        bs = self.cfg.data.batch_size
-        for k in range(0, len(self.val_patches), bs):
-            chunk = self.val_patches[k : k + bs]
-            batch = {key: torch.stack([p[key] for p in chunk]).to(self.device) for key in chunk[0]}
-            with nets.all_outputs(self.model):
-                out = self.model(batch["image"])
-            losses.append(compute_loss(self.loss_fn, out, batch, self.cfg.task).item())
-            if self.cfg.task == "sr":
-                sr_outputs.append(out.float().cpu())
-        rec: dict[str, Any] = {"val_loss": float(np.mean(losses))}
-        from densemed.infer.predict import output_kind
-
-        if output_kind(self.model, self.cfg) == "regression":  # no classes to score: lower loss is better
-            rec["val_score"] = -rec["val_loss"]
-            return rec
-        if self.cfg.task == "sr":
-            rec["val_psnr"] = self._val_psnr(sr_outputs)
-            rec["val_score"] = rec["val_psnr"]
-            return rec
-        from densemed.metrics.confusion import confusion, dice
-
-        k = max(self.cfg.data.num_classes, 2)
-        per_class = []
-        for case in self.val_cases:
-            x = torch.from_numpy(case.image)[None]
-            pred = to_labels(predict_probabilities(self.model, x, self.cfg, self.device))[0]
-            per_class.append(np.asarray(dice(confusion(pred, torch.from_numpy(case.label), k)))[1:])
-        per_class_mean = np.mean(per_class, axis=0)
-        rec["val_dice_per_class"] = [float(v) for v in per_class_mean]
-        rec["val_dice"] = float(per_class_mean.mean())
-        rec["val_score"] = rec["val_dice"]
-        return rec
-
-    def _val_psnr(self, patch_outputs: list[torch.Tensor]) -> float:
-        """Mean PSNR (dB) of the validation patches' predictions.
-
-        ``patch_outputs`` are in the order of ``self.val_patches``; each is measured against its
-        volume's intensity range. With ``train.val_full_images``, whole volumes instead.
-        """
-        from densemed.infer.predict import predict_probabilities
-        from densemed.metrics.image_quality import psnr
-
-        ranges = [float(c.maps["target"].max() - c.maps["target"].min()) for c in self.val_cases]
-        if self.cfg.train.val_full_images:
-            scores = []
-            for case, rng in zip(self.val_cases, ranges):
-                pred = predict_probabilities(self.model, torch.from_numpy(case.image)[None], self.cfg, self.device)
-                scores.append(psnr(pred[0].numpy(), case.maps["target"], data_range=rng))
-            return float(np.mean(scores))
-        per_case = self.cfg.data.val_patches_per_image  # fixed_patches: per_case patches per case, in order
-        preds = torch.cat(patch_outputs).numpy()
-        scores = [
-            psnr(pred, patch["target"].numpy(), data_range=ranges[k // per_case])
-            for k, (pred, patch) in enumerate(zip(preds, self.val_patches))
-        ]
-        return float(np.mean(scores))
-
-    # -- outputs -------------------------------------------------------------------------
-    def _checkpoint(self, epoch: int, improved: bool) -> None:
+    # -- outputs -------------------------------------------------------------------------------
+    def _checkpoint(self, epoch: int, epoch_step: int, improved: bool) -> None:
         ckpt = {
+            "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
             "net": self.cfg.model["name"],
             "in_channels": self.in_channels,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
+            **self.module.state_dict(),
             "epoch": epoch,
+            "epoch_step": epoch_step,
             "best": self.best,
+            "elapsed": self.elapsed,
             "version": __version__,
         }
         save_atomic(ckpt, self.out / "last.pt")
         if improved or not (self.out / "best.pt").exists():
             save_atomic(ckpt, self.out / "best.pt")
 
-    def _tune_instances(self) -> None:
-        """``infer.instances.h: auto`` (DeepDistance): choose ``h`` on the validation images.
+    def _after_fit(self) -> None:
+        """The task's after-fit work with the weights of best.pt, then of last.pt (the model ends with those).
 
-        It is chosen with the weights of best.pt and of last.pt, and written into each checkpoint's recipe.
+        Recipe updates it returns (e.g. a tuned ``h``) are written into each checkpoint's ``task``.
         """
-        from densemed.infer.instances import DEFAULT_H, default_method, instance_params, tune_h
-
-        params = instance_params(self.cfg)
-        if params.get("h") != "auto" or (params.get("method") or default_method(self.cfg)) != "deepdistance":
-            return
-        done: dict[int, tuple[float, dict[float, float]] | None] = {}
-        for name in ("best.pt", "last.pt"):  # last.pt second: the model ends with its weights
+        done: dict[int, dict[str, Any]] = {}
+        ctx = tasks.FitContext(self.out, self.model, self.val_cases, self.device, self.log)
+        for name in ("best.pt", "last.pt"):
             path = self.out / name
+            if not path.exists():
+                continue
             ckpt = load_checkpoint(path, self.device)
-            epoch = int(ckpt["epoch"])
-            if epoch not in done:
-                self.model.load_state_dict(ckpt["model"])
-                done[epoch] = tune_h(self.model, self.val_cases, self.cfg, self.device)
-            found = done[epoch]
-            h = DEFAULT_H if found is None else found[0]
-            ckpt["config"]["infer"]["instances"]["h"] = h
-            ckpt["h_scores"] = {} if found is None else found[1]
+            key = int(ckpt.get("step", ckpt["epoch"]))
+            if key not in done:
+                self.model.load_state_dict(ckpt["networks"]["model"])
+                done[key] = self.task.after_fit(ctx)
+            updates = dict(done[key])
+            if not updates:
+                continue
+            state = updates.pop("_scores", None)
+            ckpt["config"]["task"].update(updates)
+            if state is not None:
+                ckpt["task_state"] = state
             save_atomic(ckpt, path)
-            if found is None:
-                self.log(f"{path}: no validation images with instance ids, DeepDistance h = {h:g} (default)")
-            else:
-                self.log(f"{path}: DeepDistance h = {h:g} chosen on {len(self.val_cases)} validation images "
-                         f"(detection F1 {found[1][h]:.3f})")
 
     def _write_history(self) -> None:
         text = "".join(json.dumps(h) + "\n" for h in self.history)
@@ -395,12 +355,12 @@ class Trainer:
             pass
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)  # off when not a TTY
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def _summary(rec: dict[str, Any], epochs: int) -> str:
@@ -408,7 +368,10 @@ def _summary(rec: dict[str, Any], epochs: int) -> str:
     for key in ("val_loss", "val_dice", "val_psnr"):
         if key in rec:
             parts.append(f"{key} {rec[key]:.4f}")
+    parts.append(f"lr {rec['lr']:.3g}")
     parts.append(f"{rec['seconds']:.1f}s")
+    if rec.get("partial"):
+        parts.append(f"(stopped after step {rec['steps_in_epoch']})")
     return "  ".join(parts)
 
 

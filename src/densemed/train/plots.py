@@ -1,5 +1,7 @@
 """Training curves from a run's ``metrics.jsonl``: loss per epoch and validation score per epoch.
 
+Multi-task runs also draw each head's loss term (``train_terms`` / ``val_terms``) as thin lines.
+
 The figure is drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas, so it never
 touches pyplot's global state or the user's backend (safe inside the training loop and in
 threads), and written atomically (temporary file, then rename) because the loop rewrites it
@@ -79,6 +81,14 @@ def plot_curves(metrics_jsonl_path: PathType, out_png: PathType) -> Path:
         x, y = _series(records, key)
         if x:
             ax_loss.plot(x, y, style, markersize=3, label=key.replace("_", " "))
+    # per-head terms of multi-task losses (thin lines), so a user sees which head fails
+    for group, style in (("train_terms", "--"), ("val_terms", ":")):
+        names = sorted({k for r in records for k in (r.get(group) or {})})
+        for name in names:
+            pts = [(int(r.get("epoch", i)) + 1, float(r[group][name]))
+                   for i, r in enumerate(records) if name in (r.get(group) or {})]
+            ax_loss.plot([p[0] for p in pts], [p[1] for p in pts], style, linewidth=1,
+                         label=f"{group.split('_')[0]} {name}")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
 
     score_key = "val_dice" if any("val_dice" in r for r in records) else "val_psnr"

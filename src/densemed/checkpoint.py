@@ -1,8 +1,18 @@
 """Checkpoints: the recipe and state dicts, written atomically, loaded with clear errors.
 
-A checkpoint is a dict ``{"config", "net", "model", "optimizer", "scheduler", "epoch",
-"best", "rng", "version"}`` saved with ``torch.save``; the model is rebuilt from the recipe, so
-no pickled objects are needed. Writes go to a temporary file in the same folder and are then
+A checkpoint (format 2) is a dict saved with ``torch.save``::
+
+    {"format": 2, "config": recipe dict, "net": model name, "in_channels": int,
+     "networks": {name: state_dict}, "optimizers": {name: state_dict}, "schedulers": {...},
+     "epoch": last completed (or stopped) epoch, "step": optimiser steps done, "epoch_step": steps
+     done inside ``epoch`` when the run stopped mid-epoch (else 0), "best": best validation score,
+     "elapsed": training seconds spent, "total_steps": schedule length, "task_state": {...},
+     "version": densemed version}
+
+The training module's main network is ``networks["model"]``. Checkpoints written before the task
+seam (format 1: a flat ``"model"`` state dict) still load for prediction (:func:`network_state`);
+resuming them fails with one line. The model is rebuilt from the recipe, so no pickled objects
+are needed. Writes go to a temporary file in the same folder and are then
 renamed over the target (``os.replace`` is atomic on POSIX), so a kill at any moment leaves
 either the old or the new checkpoint, never a truncated one.
 """
@@ -47,9 +57,16 @@ def load(path: PathType, map_location: str | torch.device = "cpu") -> dict[str, 
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DensemedError(f"{path}: cannot read checkpoint ({msg})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise DensemedError(f"{path}: not a densemed checkpoint (no 'model' and 'config' entries)")
+    if not isinstance(ckpt, dict) or "config" not in ckpt or ("model" not in ckpt and "networks" not in ckpt):
+        raise DensemedError(f"{path}: not a densemed checkpoint (no 'config' and network weights)")
     return ckpt
+
+
+def network_state(ckpt: dict[str, Any], name: str = "model") -> dict[str, torch.Tensor]:
+    """The state dict of network ``name`` (format 2), or the flat ``"model"`` entry of format 1."""
+    if "networks" in ckpt:
+        return ckpt["networks"][name]
+    return ckpt["model"]
 
 
 def load_state(

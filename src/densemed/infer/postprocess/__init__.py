@@ -1,0 +1,23 @@
+"""Instance post-processing: network outputs -> an instance label map (one integer id per object).
+
+One entry point, :func:`to_instances` ``(outputs, method, **params)``. ``outputs`` maps names to
+float arrays of the image's spatial shape ``(*S)`` (no batch or channel axis), as produced by
+:func:`densemed.infer.runner.network_outputs` from the network's declared heads:
+
+* ``"foreground"``: probability of any object (from the main logits head);
+* every other logits head by its name (e.g. ``"contour"``): its foreground-class probability;
+* regression heads by their name (``"inner_distance"``, ``"outer_distance"``), not activated.
+
+One method per module, registered by name: ``components``, ``watershed`` (distance-transform
+watershed), ``dcan``, ``contour_watershed``, ``deepdistance``. Every method returns int32 ids
+1..N in scan order (0 = background). Methods can register a tuner for options set to ``auto``.
+"""
+
+from densemed.infer.postprocess import components, dcan, deepdistance, watershed  # noqa: F401
+from densemed.infer.postprocess._common import fill_holes, relabel, remove_small
+from densemed.infer.postprocess.registry import check_params, get, get_tuner, names, register, to_instances, tuner
+
+__all__ = [
+    "check_params", "fill_holes", "get", "get_tuner", "names", "register", "relabel", "remove_small",
+    "to_instances", "tuner",
+]

@@ -1,0 +1,62 @@
+"""Pieces shared by the instance post-processing methods: masks, holes, small objects, ids."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from densemed.errors import DensemedError
+
+
+def need(outputs: Mapping[str, np.ndarray], key: str, method: str) -> np.ndarray:
+    """``outputs[key]`` as float32, or a one-line error naming what the network gave."""
+    if key not in outputs:
+        raise DensemedError(
+            f"task.postprocess: method {method!r} needs the {key!r} output; the network gave {sorted(outputs)}"
+        )
+    return np.asarray(outputs[key], dtype=np.float32)
+
+
+def structure(ndim: int, connectivity: int) -> np.ndarray:
+    """Neighbourhood of ``connectivity`` (1 = 4/6-connected, ``ndim`` = 8/26-connected)."""
+    return ndimage.generate_binary_structure(ndim, connectivity)
+
+
+def ball(ndim: int, radius: int) -> np.ndarray:
+    """Boolean disk / ball of ``radius`` pixels."""
+    grid = np.indices((2 * radius + 1,) * ndim) - radius
+    return (grid**2).sum(0) <= radius**2
+
+
+def fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Fill the holes of every object (a hole takes the id of the object around it)."""
+    out = labels.copy()
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        obj = labels[box] == i
+        filled = ndimage.binary_fill_holes(obj)
+        view = out[box]
+        view[filled & (view == 0)] = i  # never overwrite another object lying inside the hole
+    return out
+
+
+def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Delete objects with fewer than ``min_size`` pixels."""
+    if min_size <= 1:
+        return labels
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_size
+    small[0] = False
+    out = labels.copy()
+    out[small[labels]] = 0
+    return out
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Ids 1..N in scan order, int32."""
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(labels.astype(np.int32))[0]

@@ -1,0 +1,148 @@
+"""``instances``: objects that touch, from instance label maps (one integer id per object).
+
+Recipe section::
+
+    task:
+      name: instances
+      targets:                      # derived per-image targets -> batch keys
+        contour: {name: contour, thickness: 2}
+      postprocess: {method: dcan, t_o: 0.5, t_c: 0.5, min_size: 64, dilate: 3}
+
+Data: label files hold instance ids (0 background, 1..N objects; checked); the class label is
+``id > 0`` and each target of ``targets`` is computed once per training image from the ids
+(:mod:`densemed.targets`). Targets declare how geometric augmentation treats them
+(:func:`densemed.targets.augment_mode`): ``nearest`` ones are copied, ``refuse`` forbids
+geometric augmentation. Validation and ``best.pt`` as in ``segmentation`` (mean foreground Dice, or
+``-val_loss`` for a regression main head). After training, options of ``postprocess`` set to
+``auto`` are chosen on the validation images by the method's tuner (DeepDistance's ``h``) with the
+weights of ``best.pt`` and of ``last.pt`` and written into each checkpoint's recipe.
+``densemed predict --instances`` uses ``postprocess``; ``densemed evaluate --task instances``
+gives object F1, object Dice and Hausdorff, AJI, PQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from densemed.data.dataset import Case, read_image_case, read_label_case, target_maps
+from densemed.data.normalize import normalize
+from densemed.errors import DensemedError
+from densemed.infer.runner import network_outputs, window_of
+from densemed.tasks.base import FitContext
+from densemed.tasks.registry import register
+from densemed.tasks.segmentation import Segmentation, check_no_geometric
+
+
+@dataclass
+class InstanceOptions:
+    """The ``task`` section of an instance recipe."""
+
+    #: derived per-image targets: {batch key: {name: <densemed.targets name>, **params}}
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: post-processing for ``predict --instances``: {method: ..., **params}; default by the network
+    postprocess: dict[str, Any] | None = None
+
+
+@register
+class Instances(Segmentation):
+    """Instance segmentation from instance label maps (see the module docstring)."""
+
+    name = "instances"
+    Options = InstanceOptions
+    writes = "label maps (instance maps with --instances)"
+
+    def check(self, source: str) -> None:
+        """Targets exist, options of the post-processing method are known, augmentation allowed."""
+        from densemed import targets
+        from densemed.infer import postprocess
+
+        if not isinstance(self.opts.targets, dict):
+            raise DensemedError(f"{source}: task.targets must be a mapping of batch key -> target spec")
+        for key, spec in self.opts.targets.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise DensemedError(f"{source}: task.targets.{key} must be a mapping with a target 'name'")
+            params = {k: v for k, v in spec.items() if k != "name"}
+            targets.build(spec["name"], **params)
+            if targets.augment_mode(spec["name"]) == "refuse":
+                check_no_geometric(self.cfg, f"target {key!r} ({spec['name']})")
+        post = self.opts.postprocess
+        if post is not None:
+            if not isinstance(post, dict):
+                raise DensemedError(f"{source}: task.postprocess must be a mapping {{method: ..., **options}}")
+            params = {k: v for k, v in post.items() if k != "method"}
+            if "method" in post:
+                postprocess.check_params(str(post["method"]), params)
+
+    def nearest_keys(self) -> frozenset[str]:
+        """Targets that declare nearest-neighbour resampling."""
+        from densemed import targets
+
+        return frozenset(k for k, s in self.opts.targets.items() if targets.augment_mode(s["name"]) == "nearest")
+
+    def load_case(self, name: str, image_path: Path, label_path: Path | None) -> Case:
+        """Image normalised; ids checked; class = id > 0; targets from the ids."""
+        from densemed.targets import check_instances
+
+        image, meta = read_image_case(self.cfg, image_path)
+        raw, lmeta = read_label_case(self.cfg, label_path, image.shape[1:])
+        ids = check_instances(raw, label_path)
+        maps = target_maps(ids, lmeta.spacing, self.opts.targets)
+        return Case(name, image, (ids > 0).astype(np.int64), maps, meta, ids.astype(np.int32))
+
+    def synthetic_case(self, name: str, image: np.ndarray, instances: np.ndarray) -> Case:
+        """Generated cells with their ids and targets."""
+        img = normalize(image, self.cfg.data.normalize)
+        maps = target_maps(instances, None, self.opts.targets)
+        return Case(name, img, (instances > 0).astype(np.int64), maps, None, instances.astype(np.int32))
+
+    def postprocess_spec(self, model: nn.Module, method: str | None) -> tuple[str, dict[str, Any]]:
+        """``task.postprocess`` (its own options only apply to its own method); the flag overrides."""
+        from densemed.infer import postprocess
+        from densemed.tasks.segmentation import default_instance_method
+
+        params = dict(self.opts.postprocess or {})
+        recipe_method = str(params.pop("method", "") or default_instance_method(model))
+        chosen = method or recipe_method
+        if chosen != recipe_method:
+            params = {}
+        postprocess.check_params(chosen, params, "--instance-method" if method else "task.postprocess")
+        return chosen, params
+
+    def after_fit(self, ctx: FitContext) -> dict[str, Any]:
+        """Resolve ``auto`` options of the post-processing on the validation images (method's tuner)."""
+        from densemed.infer import postprocess
+
+        method, params = self.postprocess_spec(ctx.model, None)
+        tune = postprocess.get_tuner(method)
+        if tune is None or "auto" not in params.values():
+            return {}
+        cases = [c for c in ctx.val_cases if c.instances is not None]
+        outs = [network_outputs(ctx.model, torch.from_numpy(c.image)[None], window_of(self.cfg),
+                                self.cfg.infer.overlap, ctx.device) for c in cases]
+        found = tune(outs, [c.instances for c in cases], params)
+        if found is None:
+            return {}
+        chosen, scores = found
+        ctx.log(f"{method}: {chosen} chosen on {len(cases)} validation images (scores {scores})")
+        post = {**(self.opts.postprocess or {}), **chosen}
+        return {"postprocess": post, "_scores": {str(k): v for k, v in scores.items()}}
+
+    @classmethod
+    def evaluate_folders(cls, pred: Path, truth: Path, options: dict[str, Any]) -> dict[str, Any]:
+        """Object-level scores (:func:`densemed.metrics.instance.evaluate_instance_folders`)."""
+        from densemed.metrics.instance import evaluate_instance_folders
+
+        return evaluate_instance_folders(pred, truth)
+
+    @classmethod
+    def format_result(cls, result: dict[str, Any]) -> str:
+        """The object-level table."""
+        from densemed.metrics.instance import format_instance_table
+
+        return format_instance_table(result)

@@ -1,0 +1,118 @@
+"""Instance post-processing methods on synthetic maps with touching objects (registry, options, tuning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import densemed.nets as nets
+from densemed.errors import DensemedError
+from densemed.infer.postprocess import names, to_instances
+from densemed.infer.postprocess.deepdistance import choose_h, detect
+from densemed.metrics.instance import aggregated_jaccard, object_f1
+from densemed.targets import contours, distance
+
+
+@pytest.fixture
+def cells() -> np.ndarray:
+    """Two touching discs of different size and a small separate one."""
+    yy, xx = np.mgrid[:40, :60]
+    lab = np.zeros((40, 60), np.int32)
+    lab[(yy - 20) ** 2 + (xx - 20) ** 2 <= 144] = 1
+    lab[((yy - 20) ** 2 + (xx - 42) ** 2 <= 100) & (lab == 0)] = 2
+    lab[(yy - 6) ** 2 + (xx - 52) ** 2 <= 16] = 3
+    return lab
+
+
+def maps(lab: np.ndarray) -> dict[str, np.ndarray]:
+    inner, outer = distance.encode(lab)
+    return {
+        "foreground": (lab > 0).astype(np.float32),
+        "contour": contours.encode(lab, thickness=2),
+        "inner_distance": inner,
+        "outer_distance": outer,
+    }
+
+
+def test_components_merge_touching_objects(cells):
+    out = to_instances(maps(cells), "components")
+    assert out.max() == 2 and out.dtype == np.int32
+    assert object_f1(out, cells)["f1"] == pytest.approx(0.8)  # the merged pair counts once
+
+
+def test_watershed_methods_split_touching_objects(cells):
+    m = maps(cells)
+    for method, params in [
+        ("watershed", {}),
+        ("dcan", {"min_size": 10, "dilate": 2}),
+        ("contour_watershed", {}),
+        ("deepdistance", {}),
+    ]:
+        out = to_instances(m, method, **params)
+        assert out.max() == 3, method
+        assert object_f1(out, cells)["f1"] == 1.0, method
+        assert aggregated_jaccard(out, cells) > 0.95, method
+
+
+def test_deepdistance_without_segmentation_uses_the_outer_map(cells):
+    m = maps(cells)
+    out = to_instances({"inner_distance": m["inner_distance"], "outer_distance": m["outer_distance"]}, "deepdistance",
+                       outer_threshold=0.0)
+    assert out.max() == 3 and aggregated_jaccard(out, cells) > 0.99
+
+
+def test_dcan_removes_small_objects_and_fills_holes():
+    fg = np.zeros((20, 20), np.float32)
+    fg[2:12, 2:12] = 0.9
+    fg[6, 6] = 0.1  # a hole
+    fg[16:18, 16:18] = 0.9  # 4 pixels: removed by min_size
+    out = to_instances({"foreground": fg, "contour": np.zeros_like(fg)}, "dcan", min_size=10, dilate=0)
+    assert out.max() == 1 and out[6, 6] == 1 and out[16, 16] == 0
+
+
+def test_3d_components_and_dcan():
+    lab = np.zeros((6, 10, 10), np.int32)
+    lab[1:5, 1:5, 1:5] = 1
+    lab[1:5, 5:9, 1:5] = 2
+    m = {"foreground": (lab > 0).astype(np.float32), "contour": contours.encode(lab)}
+    assert to_instances(m, "components").max() == 1
+    assert to_instances(m, "dcan", min_size=1, dilate=2).max() == 2
+
+
+def test_bad_requests_raise():
+    fg = np.zeros((4, 4), np.float32)
+    with pytest.raises(DensemedError, match="unknown instance method 'magic'"):
+        to_instances({"foreground": fg}, "magic")
+    with pytest.raises(DensemedError, match="needs the 'contour'"):
+        to_instances({"foreground": fg}, "dcan")
+    with pytest.raises(DensemedError, match="no option"):
+        to_instances({"foreground": fg}, "components", t_o=0.3)
+    with pytest.raises(DensemedError, match="different shapes"):
+        to_instances({"foreground": fg, "contour": np.zeros((3, 3))}, "dcan")
+
+
+def test_detect_and_choose_h(cells):
+    inner = distance.encode_inner(cells)
+    rng = np.random.default_rng(0)
+    noisy = inner + (cells > 0) * rng.uniform(0, 0.03, inner.shape)  # spurious shallow maxima
+    assert len(detect(inner, h=0.02)) == 3
+    assert len(detect(noisy, h=0.0)) > 3
+    best, scores = choose_h([noisy], [cells], candidates=(0.0, 0.05))
+    assert best == 0.05 and scores[0.05] == 1.0 and scores[0.0] < 1.0
+
+
+def test_every_method_is_registered_once():
+    assert names() == ["components", "contour_watershed", "dcan", "deepdistance", "watershed"]
+
+
+def test_tune_h_resolves_auto_from_the_validation_outputs(cells):
+    from densemed.infer.postprocess import get_tuner
+
+    inner = distance.encode_inner(cells)
+    noisy = inner + (cells > 0) * np.random.default_rng(0).uniform(0, 0.03, inner.shape)
+    tune = get_tuner("deepdistance")
+    chosen, scores = tune([{"inner_distance": noisy}], [cells], {"h": "auto"})
+    # the same choice choose_h makes over the default candidates, with F1 1 at the chosen h
+    assert chosen == {"h": choose_h([noisy], [cells])[0]} and scores[chosen["h"]] == 1.0
+    assert tune([{"inner_distance": noisy}], [cells], {"h": 0.05}) is None  # nothing set to auto
