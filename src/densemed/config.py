@@ -16,7 +16,7 @@ Overrides use dotted keys with YAML values: ``--set train.epochs=3 data.patch_si
 
 Recipes and checkpoints written before tasks had their own section (``task: sr`` with
 ``data.sr``; ``data.instances``/``data.targets``; ``infer.instances``; ``train.val_full_images``)
-are read by moving those keys into ``task`` (:func:`migrate`).
+are read by moving those keys into ``task`` (:func:`densemed.tasks.legacy.migrate`).
 """
 
 from __future__ import annotations
@@ -124,48 +124,6 @@ _TYPED = {"data": DataConfig, "train": TrainConfig, "infer": InferConfig}
 _FREE = ("model", "loss", "augment")
 
 
-def migrate(raw: dict[str, Any]) -> dict[str, Any]:
-    """Move the task keys of older recipes and checkpoints into the ``task`` section (a new dict).
-
-    ``task: sr`` + ``data.sr`` -> ``task: {name: image, factor, axis}``; ``data.instances`` /
-    ``data.targets`` / ``infer.instances`` -> ``task: {name: instances, targets, postprocess}``;
-    ``train.val_full_images`` -> ``task.val_full_images``.
-    """
-    import copy
-
-    raw = copy.deepcopy(raw)
-    task = raw.get("task")
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    infer = raw.get("infer") if isinstance(raw.get("infer"), dict) else {}
-    legacy = any(k in data for k in ("sr", "instances", "targets")) or "val_full_images" in train
-    legacy = legacy or "instances" in infer or task in ("sr",)
-    if not legacy:
-        return raw
-    if isinstance(task, dict):
-        new = dict(task)
-    else:
-        new = {"name": "image" if task == "sr" else (task or "segmentation")}
-    sr = data.pop("sr", None) or {}
-    if new["name"] == "image":
-        new.update({k: v for k, v in sr.items() if k in ("factor", "axis")})
-    instances = data.pop("instances", False)
-    targets = data.pop("targets", None)
-    post = infer.pop("instances", None)
-    if instances and new["name"] == "segmentation":
-        new["name"] = "instances"
-    if targets:
-        new["targets"] = targets
-    if post and new["name"] == "instances":
-        new["postprocess"] = post
-    if "val_full_images" in train:
-        value = train.pop("val_full_images")
-        if new["name"] == "image":
-            new["val_full_images"] = value
-    raw["task"] = new
-    return raw
-
-
 def typed_section(cls: type, section: Any, source: str, name: str) -> Any:
     """Build dataclass ``cls`` from recipe section ``name``, rejecting unknown keys with the nearest one."""
     if section is None:
@@ -196,6 +154,8 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a :class:`Config`, rejecting unknown keys with the nearest valid one."""
     if not isinstance(raw, dict):
         raise DensemedError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    from densemed.tasks.legacy import migrate
+
     raw = migrate(raw)
     top = [f.name for f in dataclasses.fields(Config)]
     for key in raw:

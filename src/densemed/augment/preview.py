@@ -83,22 +83,26 @@ def preview_from_source(
 ) -> Path:
     """``densemed augment-preview SOURCE``: a recipe YAML, or a data folder (``images/`` + ``labels/``).
 
-    A recipe's ``augment:`` section is used as is; for a bare data folder, or a recipe without
-    augmentation, :data:`densemed.augment.DEFAULT_AUGMENT` is shown. ``n`` training patches are
-    drawn with the recipe's sampler (seed ``train.seed``).
+    Shows what training will apply: a recipe's ``augment:`` section as is (a recipe without one
+    gets no augmentation, and the grid shows its patches unchanged); a bare data folder shows
+    ``augment: default`` (:data:`densemed.augment.DEFAULT_AUGMENT`). ``n`` training patches are
+    drawn with the recipe's sampler (seed ``train.seed``); targets the task declares
+    nearest-neighbour are resampled that way, as in training.
     """
-    from densemed import config
-    from densemed.augment import DEFAULT_AUGMENT, build
+    import functools
+
+    from densemed import config, tasks
+    from densemed.augment import build
     from densemed.data.dataset import PatchDataset, load_cases
 
     src = Path(source)
     if src.is_file():
         cfg = config.load(src, overrides or [])
     else:
-        cfg = config.load(None, [f"data.root={source}", *(overrides or [])])
-    aug_cfg = cfg.augment if cfg.augment else DEFAULT_AUGMENT
-    aug = build(aug_cfg)
-    train, _ = load_cases(cfg)
+        cfg = config.load(None, [f"data.root={source}", "augment=default", *(overrides or [])])
+    task = tasks.build(cfg)
+    aug = functools.partial(build(cfg.augment), nearest=task.nearest_keys())
+    train, _ = load_cases(cfg, task)
     ds = PatchDataset(train, cfg.data.patch_size, cfg.data.foreground_fraction, n, cfg.train.seed)
     samples = [ds[i] for i in range(n)]
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
