@@ -211,3 +211,43 @@ def test_sr_validation_psnr_on_patches_or_whole_volumes(smooth_volumes, tmp_path
             np.mean([psnr(p["image"].numpy(), p["target"].numpy(), data_range=rng) for p in trainer.val_patches])
         )
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_data_loader_workers_give_the_same_run_as_the_main_process(tmp_path):
+    a = train(_cfg(tmp_path / "w0", "train.epochs=1", "augment={flip: {p: 0.5}}"), log=lambda s: None)
+    b = train(_cfg(tmp_path / "w2", "train.epochs=1", "augment={flip: {p: 0.5}}", "data.num_workers=2"),
+              log=lambda s: None)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    wa, wb = network_state(load(tmp_path / "w0" / "last.pt")), network_state(load(tmp_path / "w2" / "last.pt"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def test_multitask_terms_are_logged_per_head(tmp_path):
+    result = train(_cfg(tmp_path / "mt", "train.epochs=1", *DEEPDISTANCE), log=lambda s: None)
+    rec = result.history[0]
+    assert set(rec["train_terms"]) == set(rec["val_terms"]) == {"mask", "inner_distance", "outer_distance"}
+    # the total is the weighted sum of the terms (weights 0.1, 1, 1 in DEEPDISTANCE) for the validation patches
+    t = rec["val_terms"]
+    assert rec["val_loss"] == pytest.approx(0.1 * t["mask"] + t["inner_distance"] + t["outer_distance"], rel=1e-5)
+
+
+def test_resuming_with_more_epochs_says_what_happens_to_the_schedule(tmp_path):
+    train(_cfg(tmp_path / "e", "train.epochs=1"), log=lambda s: None)
+    lines = []
+    train(_cfg(tmp_path / "e", "train.epochs=2"), resume=True, log=lines.append)
+    assert any("train.epochs changed from 1 to 2" in line for line in lines)
+    assert load(tmp_path / "e" / "last.pt")["total_steps"] == 4
+
+
+def test_an_old_format_checkpoint_predicts_but_does_not_resume(tmp_path):
+    from densemed.build import load_model
+
+    train(_cfg(tmp_path / "o", "train.epochs=1"), log=lambda s: None)
+    ckpt = load(tmp_path / "o" / "last.pt")
+    old = {"config": ckpt["config"], "net": "unet", "in_channels": 1, "model": network_state(ckpt), "epoch": 0}
+    save_atomic(old, tmp_path / "o" / "last.pt")
+    model, _, _ = load_model(tmp_path / "o" / "last.pt")
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+    with pytest.raises(DensemedError, match="older densemed .* can still predict, but not resume"):
+        train(_cfg(tmp_path / "o", "train.epochs=2"), resume=True, log=lambda s: None)
