@@ -98,3 +98,26 @@ def test_binary_mask_where_instances_are_required_is_named(tmp_path):
     root = _folder(tmp_path, label_fn=two_blobs)
     with pytest.raises(DensemedError, match=r"c0\.png"):
         load_cases(_cfg(root, "data.instances=true"))
+
+
+def test_target_spacing_resamples_images_linearly_and_labels_by_nearest(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from densemed import config
+    from densemed.data.dataset import read_image_case, read_label_case
+
+    img = np.arange(4 * 3 * 3, dtype=np.float32).reshape(4, 3, 3)
+    lab = np.zeros((4, 3, 3), np.uint8)
+    lab[2:] = 1
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])  # 2 mm along the first axis
+    nib.save(nib.Nifti1Image(img, affine), tmp_path / "i.nii.gz")
+    nib.save(nib.Nifti1Image(lab, affine), tmp_path / "l.nii.gz")
+    cfg = config.load(None, ["data.dims=3", "data.patch_size=[4,4,4]", "data.target_spacing=[1,1,1]",
+                             "data.normalize=none"])
+    image, _ = read_image_case(cfg, tmp_path / "i.nii.gz")
+    label, _ = read_label_case(cfg, tmp_path / "l.nii.gz", image.shape[1:])
+    assert image.shape == (1, 8, 3, 3) and label.shape == (8, 3, 3)
+    # linear along the resampled axis: neighbouring 1 mm samples of one column change by at most one
+    # 2 mm step (9 here), and the values stay within the original range
+    col = image[0, :, 0, 0]
+    assert np.all(np.abs(np.diff(col)) <= 9 + 1e-4) and col.min() >= 0 and col.max() <= 27 + 1e-4
+    assert set(np.unique(label)) == {0, 1} and label[:3].max() == 0 and label[-3:].min() == 1

@@ -38,10 +38,10 @@ def test_every_parameter_gets_a_gradient_3d():
     assert all(p.grad is not None for p in net.parameters())
 
 
-def test_parameter_count_at_paper_defaults():
+def test_paper_defaults_fuse_the_three_deepest_stages():
+    # the parameter count is derived from the layer formula in test_parameter_counts.py
     with torch.device("meta"):
         net = nets.build("dcan", in_channels=3, out_channels=2)
-    assert nets.count_parameters(net) == 31_040_460
     assert len(net.object_branch) == 3 and net.fused == [3, 4, 5]
 
 

@@ -43,13 +43,11 @@ def test_tasks_share_the_encoder_and_have_their_own_decoder():
     assert all(p.grad is None for p in net.decoders["b"].parameters())
 
 
-def test_3d_and_meta_parameter_count():
+def test_3d_outputs_and_one_task_is_exactly_the_unet():
     net = nets.build("multitask", in_channels=1, out_channels=2, dims=3, base_width=2, depth=2).train()
     assert net(torch.randn(1, 1, 5, 6, 7))["contour"].shape == (1, 2, 5, 6, 7)
     with torch.device("meta"):
         unet = nets.build("unet", in_channels=1, out_channels=2)
         one = nets.build("multitask", in_channels=1, out_channels=2, tasks={"mask": None})
-        two = nets.build("multitask", in_channels=1, out_channels=2)
-    # one task is exactly the U-Net (31.0 M with batch norm); a second task adds one expanding path
-    assert nets.count_parameters(one) == nets.count_parameters(unet) == 31_036_546
-    assert nets.count_parameters(two) == 43_227_076
+    # counts from the layer formula: test_parameter_counts.py
+    assert nets.count_parameters(one) == nets.count_parameters(unet)
