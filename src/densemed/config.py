@@ -40,11 +40,15 @@ class DataConfig:
 
     root: str = ""
     dims: int = 2
-    image_dir: str = "images"
+    #: folder layout: auto | folders (images/ + labels/) | nnunet (v2 raw) | msd (see densemed.data.layouts)
+    layout: str = "auto"
+    image_dir: str = "images"  # folders layout only
     label_dir: str = "labels"
     #: raw label value -> class index; default maps {0, 255} to {0, 1} and keeps other values.
     label_map: dict[int, int] | None = None
     num_classes: int = 2
+    #: class index -> name; filled from the dataset's dataset.json when unset, so checkpoints carry it
+    class_names: dict[int, str] | None = None
     in_channels: int | None = None  # default: read from the first image
     patch_size: list[int] = field(default_factory=lambda: [256, 256])
     foreground_fraction: float = 0.5
@@ -60,8 +64,17 @@ class DataConfig:
     samples_per_epoch: int = 64
     val_patches_per_image: int = 2
     num_workers: int = 0
+    #: preprocessed cases (normalised images, labels, targets) as memory-mapped .npy files, keyed by the
+    #: source files and the parameters that shape them (densemed.data.cache); null: $DENSEMED_CACHE, else
+    #: ~/.cache/densemed; "off": every case read into memory as before
+    cache_dir: str | None = None
+    #: bound of the cases held open (memory-mapped) per process, MiB; least recently used ones are closed
+    cache_mb: float = 1024.0
     #: synthetic demo data instead of files: {n: 40, size: 128, seed: 0}
     synthetic: dict[str, Any] | None = None
+    #: more training folders mixed in: [{root: DIR, share: 0.3}, ...]; each folder supplies that share of the
+    #: training patches, the recipe's own split the rest (densemed.data.dataset.extra_cases)
+    extra_roots: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -83,6 +96,10 @@ class TrainConfig:
     grad_clip: float | None = None
     val_every: int = 1
     progress: bool = True
+    #: batch norm with the statistics of the global batch when several processes train (torchrun)
+    sync_batchnorm: bool = False
+    #: gradient accumulation: each optimiser step sums the gradients of this many batches of data.batch_size
+    accumulate: int = 1
 
 
 @dataclass
@@ -96,6 +113,8 @@ class InferConfig:
     blend: str = "gaussian"  # gaussian | constant
     #: spatial axes flipped by test-time augmentation (default: all); positional classes need fewer
     tta_axes: list[int] | None = None
+    #: run the network under autocast (bf16 on the CPU; blending stays float32)
+    amp: bool = False
 
 
 @dataclass
@@ -121,6 +140,8 @@ class Config:
 
 
 _TYPED = {"data": DataConfig, "train": TrainConfig, "infer": InferConfig}
+#: values of ``data.layout`` (the layouts of :mod:`densemed.data.layouts`, plus detection)
+LAYOUTS = ("auto", "folders", "nnunet", "msd")
 _FREE = ("model", "loss", "augment")
 
 
@@ -184,6 +205,9 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         if not isinstance(task, dict) or not isinstance(task.get("name"), str):
             raise DensemedError(f"{source}: task must be a task name or a mapping with a 'name', got {task!r}")
         cfg.task = dict(task)
+    from densemed import validate
+
+    validate.check(cfg, source)  # every key: types, ranges, names; model, loss and augment built
     if cfg.data.dims not in (2, 3):
         raise DensemedError(f"{source}: data.dims must be 2 or 3, got {cfg.data.dims}")
     if len(cfg.data.patch_size) != cfg.data.dims:
@@ -192,6 +216,14 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         )
     if cfg.data.label_map is not None:
         cfg.data.label_map = {int(k): int(v) for k, v in cfg.data.label_map.items()}
+    if cfg.data.layout not in LAYOUTS:
+        raise DensemedError(f"{source}: data.layout must be one of {LAYOUTS}, got {cfg.data.layout!r}")
+    if cfg.data.class_names is not None:
+        names = cfg.data.class_names
+        try:
+            cfg.data.class_names = {int(k): str(v) for k, v in names.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise DensemedError(f"{source}: data.class_names must map class indices to names, got {names!r}") from None
     from densemed import tasks
 
     tasks.check(cfg, source)  # the task's options, typed by the task

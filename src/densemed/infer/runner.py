@@ -50,7 +50,8 @@ def predict_main(
             return activate(model(t), kind)
 
         return sliding_window(
-            fwd, x, window_of(cfg), cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend, device, out_device
+            fwd, x, window_of(cfg), cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend, device, out_device,
+            amp=cfg.infer.amp,
         )
 
     with torch.inference_mode():
