@@ -41,10 +41,10 @@ fi
 
 stamp "3D U-Net hippocampus, $HIP_S s on $DEV"
 rm -rf "$RUNS/hip"
-dm train configs/unet3d_hippocampus.yaml --device "$DEV" --set train.time_budget_s="$HIP_S" \
-  train.out="$RUNS/hip" train.progress=false > "$OUT/hip_train.log" 2>&1; echo "train rc=$?"
-tail -2 "$OUT/hip_train.log"
-$PY -m benchmarks.evaluate_runs "$RUNS/hip" --out "$OUT/hip_eval.md" 2>&1 | tail -3
+dm compare configs/unet3d_hippocampus.yaml --budget "$HIP_S" --device "$DEV" --out "$RUNS/hip" \
+  > "$OUT/hip_compare.log" 2>&1; echo "compare rc=$?"
+cp "$RUNS/hip/report.md" "$OUT/hip_report.md"; cp "$RUNS/hip/report.html" "$OUT/hip_report.html"
+grep "^|" "$OUT/hip_report.md" | head -4
 
 stamp "DeepResolve 20x64, $SR_S s on $DEV"
 rm -rf "$RUNS/sr" "$RUNS/hr" "$RUNS/lr" "$RUNS/srout"

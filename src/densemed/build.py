@@ -9,7 +9,7 @@ the recipe key.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from densemed import nets
 from densemed.errors import DensemedError
+from densemed.export import OnnxPredictor, sidecar_path
 from densemed.typing import Batch, PathType
 
 if TYPE_CHECKING:
@@ -104,9 +105,14 @@ def build_augment(cfg: Config) -> Callable[..., Batch] | None:
 def load_model(path: PathType, device: torch.device | str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the main network of a checkpoint (a file or a run folder), load its weights, eval mode.
 
+    A path ending in ``.onnx`` loads an exported model instead (:func:`load_exported`).
+
     Returns:
-        ``(model, recipe, checkpoint dict)``.
+        ``(model, recipe, checkpoint dict)`` (for ONNX: the exported model, the recipe rebuilt
+        from its sidecar, the sidecar dict).
     """
+    if str(path).lower().endswith(".onnx"):
+        return load_exported(path)  # type: ignore[return-value]  # runs like a network, see OnnxNetwork
     from densemed.checkpoint import load, load_state, network_state
     from densemed.config import from_dict
 
@@ -115,3 +121,113 @@ def load_model(path: PathType, device: torch.device | str = "cpu") -> tuple[nn.M
     model = build_model(cfg, ckpt.get("in_channels"))
     load_state(model, network_state(ckpt), Path(path), cfg.model["name"], ckpt.get("net"))
     return model.to(device).eval(), cfg, ckpt
+
+
+# -- exported models -------------------------------------------------------------------------------
+
+
+def sidecar_meta(cfg: Config, in_channels: int) -> dict[str, Any]:
+    """What another runtime needs to reproduce ``densemed predict`` with an exported network.
+
+    The sliding window (``window``: the exported input size, ``overlap``, ``blend``), the
+    normalisation (``normalize: {method, percentiles, window}``, ``window`` being the intensity
+    window of ``normalize=window``), ``target_spacing``, the classes (``num_classes``,
+    ``class_names``, ``label_map``) and the whole ``recipe`` (for ``densemed predict``).
+    """
+    from densemed import __version__
+
+    d = cfg.data
+    return {
+        "densemed": __version__,
+        "task": cfg.task_name,
+        "dims": d.dims,
+        "in_channels": int(in_channels),
+        "window": list(cfg.infer.window or d.patch_size),  # the sliding window (densemed.infer.runner.window_of)
+        "overlap": cfg.infer.overlap,
+        "blend": cfg.infer.blend,
+        "normalize": {"method": d.normalize, "percentiles": list(d.percentiles), "window": d.window},
+        "target_spacing": d.target_spacing,
+        "num_classes": d.num_classes,
+        "class_names": d.class_names,
+        "label_map": d.label_map,
+        "recipe": cfg.to_dict(),
+    }
+
+
+def recipe_from_sidecar(meta: dict[str, Any], source: str) -> Config:
+    """The recipe of an exported model: its sidecar's ``recipe``, with the keys it states on its own applied.
+
+    A sidecar without ``recipe`` (written by hand for another exporter) gives the default recipe
+    with those keys (a segmentation task).
+    """
+    from densemed.config import from_dict
+
+    raw = meta.get("recipe") or {"task": {"name": meta.get("task") or "segmentation"}}
+    cfg = from_dict(raw, source)
+    d = cfg.data
+    norm = meta.get("normalize") or {}
+    d.dims = int(meta.get("dims", d.dims))
+    d.normalize = str(norm.get("method", d.normalize))
+    d.percentiles = list(norm.get("percentiles", d.percentiles))
+    d.window = norm.get("window", d.window)
+    d.target_spacing = meta.get("target_spacing", d.target_spacing)
+    d.num_classes = int(meta.get("num_classes", d.num_classes))
+    names = meta.get("class_names", d.class_names)
+    d.class_names = {int(k): str(v) for k, v in names.items()} if names else None
+    lut = meta.get("label_map", d.label_map)
+    d.label_map = {int(k): int(v) for k, v in lut.items()} if lut else None
+    if meta.get("window"):
+        cfg.infer.window = [int(w) for w in meta["window"]]
+    cfg.infer.overlap = float(meta.get("overlap", cfg.infer.overlap))
+    cfg.infer.blend = str(meta.get("blend", cfg.infer.blend))
+    return cfg
+
+
+class OnnxNetwork(OnnxPredictor):
+    """An exported ONNX model that the predictor and the tasks run like a network in eval mode.
+
+    It has no submodules (so :func:`densemed.nets.all_outputs` leaves it alone: only the main head
+    was exported), no parameters and stays on the CPU (onnxruntime's CPU provider).
+    """
+
+    training = False
+
+    def modules(self) -> Iterator[nn.Module]:
+        """No submodules."""
+        return iter(())
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """No trainable parameters."""
+        return iter(())
+
+    def to(self, *args: Any, **kwargs: Any) -> OnnxNetwork:
+        """Stays where onnxruntime runs it."""
+        return self
+
+
+def load_exported(path: PathType) -> tuple[OnnxNetwork, Config, dict[str, Any]]:
+    """An exported ``.onnx`` model with the recipe rebuilt from its JSON sidecar (``<path>.json``).
+
+    Returns:
+        ``(model, recipe, sidecar dict)``.
+
+    Raises:
+        DensemedError: the model or its sidecar is missing or unreadable.
+    """
+    import json
+
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.is_file():
+        raise DensemedError(f"{path}: ONNX model not found")
+    if not side.is_file():
+        raise DensemedError(f"{side}: sidecar not found; `densemed export` writes it beside the model "
+                            "(normalisation, window, classes)")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DensemedError(f"{side}: cannot read the sidecar ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DensemedError(f"{side}: expected a JSON object")
+    model = OnnxNetwork(path)
+    return model, recipe_from_sidecar(meta, str(side)), meta

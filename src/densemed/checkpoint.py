@@ -31,7 +31,11 @@ from densemed.typing import PathType
 
 
 def save_atomic(obj: dict[str, Any], path: PathType) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename.
+
+    A write that fails (a full disk, a quota) raises one :class:`DensemedError` line naming ``path``;
+    the previous checkpoint at ``path`` is left as it was and no temporary file remains.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -40,6 +44,16 @@ def save_atomic(obj: dict[str, Any], path: PathType) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk or a quota: one line naming the file; the previous checkpoint stays
+        from densemed.data.io import write_error
+
+        raise write_error(path, exc) from None
+    except RuntimeError as exc:
+        if "inline_container" not in str(exc):  # torch's zip writer reports a short write this way
+            raise
+        from densemed.data.io import write_error
+
+        raise write_error(path, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -16,13 +16,20 @@ from densemed.errors import DensemedError
 
 #: user features that add their own subcommand: each module has ``register(subparsers)`` and keeps
 #: its heavy imports inside the command function, so ``densemed --help`` stays instant
-FEATURES: tuple[str, ...] = ()
+FEATURES: tuple[str, ...] = ("densemed.synth", "densemed.check_cmd", "densemed.export_cmd", "densemed.compare",
+                             "densemed.data.cache", "densemed.plan")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from densemed import config
     from densemed.train import train
 
+    if args.nproc is not None and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        from densemed.train.distributed import launch
+
+        return launch(args.nproc, _train_argv(args))  # the same command under torchrun
     if args.resume:
         run = Path(args.resume)
         if not (run / "config.yaml").is_file():
@@ -30,11 +37,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not (run / "last.pt").is_file():
             raise DensemedError(f"{run}: no last.pt to resume from")
         cfg = config.load(args.config or run / "config.yaml", args.set + [f"train.out={run}"])
+    elif args.plan:  # plan a recipe from the data and the budget, then train it as if read from a file
+        from densemed.plan import recipe_for
+
+        cfg = config.from_dict(config.apply_overrides(recipe_for(args.plan, args.budget), args.set), "--plan")
     else:
         cfg = config.load(args.config, args.set)
     if args.device:
         cfg.train.device = args.device
+    if args.check:  # build everything, one step on a tiny batch, nothing written
+        from densemed.train.dry_run import dry_run
+
+        print(dry_run(cfg, resume=bool(args.resume)))
+        return 0
     result = train(cfg, resume=bool(args.resume))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
+        return 0
     best = f"{result.best:.4f}" if result.best > float("-inf") else "none (no validation images)"
     print(f"run: {result.out}  epochs: {result.epochs}  best val score: {best}  "
           f"(training {result.train_seconds:.0f} s, validation {result.val_seconds:.0f} s, "
@@ -42,12 +60,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from densemed.build import load_model, resolve_device
-    from densemed.infer.predict import list_inputs, predict_paths
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The command line's ``densemed train`` arguments without ``--nproc N``, for each torchrun worker."""
+    argv = list(args.argv[args.argv.index("train") + 1 :])
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
 
-    device = resolve_device(args.device or "auto")
-    model, cfg, _ = load_model(args.checkpoint, device)
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from densemed.api import load
+    from densemed.infer.predict import list_inputs, rank_device
+
+    # a checkpoint, a run folder or an exported .onnx; under torchrun one GPU per process, one share of the inputs each
+    predictor = load(args.checkpoint, rank_device(args.device or "auto"))
+    cfg = predictor.cfg
     if args.overlap is not None:
         cfg.infer.overlap = args.overlap
     if args.window:
@@ -55,7 +88,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.input)
     options = {"probabilities": args.probabilities, "instances": args.instances,
                "instance_method": args.instance_method}
-    written = predict_paths(model, cfg, inputs, args.output, device, args.tta, options)
+    written = predictor.predict_paths(inputs, args.output, args.tta, options, strict=args.strict,
+                                      skip_existing=args.skip_existing)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0
 
@@ -69,6 +103,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "num_classes": args.num_classes,
         "label_map": _parse_label_map(args.label_map) if args.label_map else None,
         "baseline": args.baseline,
+        "figure": args.figure,
     }
     result = task.evaluate_folders(Path(args.pred), Path(args.truth), options)
     print(task.format_result(result))
@@ -161,11 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (overrides train.device)")
+    t.add_argument("--check", "--dry-run", action="store_true",
+                   help="validate the recipe, read the data, build everything and take one step on a tiny batch; "
+                        "write nothing")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (torchrun --standalone --nproc_per_node N)")
+    t.add_argument("--plan", metavar="DATA_DIR", help="plan the recipe from DATA_DIR (densemed plan) and train it")
+    t.add_argument("--budget", type=float, default=30.0, help="with --plan: training budget in minutes (default 30)")
     t.set_defaults(fn=_cmd_train)
 
     pr = sub.add_parser("predict", help="predict label maps for a file or a folder")
-    pr.add_argument("--checkpoint", required=True, help="RUN/best.pt (or a run folder)")
-    pr.add_argument("--input", required=True, help="an image file or a folder of images")
+    pr.add_argument("--checkpoint", required=True, help="RUN/best.pt (or a run folder, or an exported model.onnx)")
+    pr.add_argument("--input", required=True, help="an image file, a DICOM series folder, or a folder of them")
     pr.add_argument("--output", required=True, help="output folder")
     pr.add_argument("--tta", action="store_true", default=None, help="average over flips (test-time augmentation)")
     pr.add_argument("--probabilities", action="store_true", help="also write the foreground probability map")
@@ -177,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="components | watershed | contour_watershed | dcan | deepdistance (default: the recipe's, else by network)"
     )
     pr.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    pr.add_argument("--skip-existing", action="store_true",
+                    help="skip inputs whose outputs a previous (interrupted) run into --output completed")
+    pr.add_argument("--strict", action="store_true",
+                    help="stop at the first unreadable input (default: report it, go on, exit 2 at the end)")
     pr.set_defaults(fn=_cmd_predict)
 
     e = sub.add_parser("evaluate", help="score predicted label maps against the truth")
@@ -189,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--task", default="segmentation",
                    help="segmentation (Dice, IoU, HD95), instances (object scores), image or sr (PSNR, SSIM)")
     e.add_argument("--baseline", help="with --task image: folder of baseline (e.g. tricubic) volumes to score alongside")
+    e.add_argument("--figure", help="with --task image and --baseline: PNG of input, tricubic, prediction, truth and "
+                   "their error maps (first volume)")
     e.set_defaults(fn=_cmd_evaluate)
 
     m = sub.add_parser("models", help="list the registered networks with their parameter counts")
@@ -228,10 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` hands them to torchrun
     try:
         return int(args.fn(args) or 0)
     except DensemedError as exc:
         print(f"densemed: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a vanished mount: the system's reason, one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"densemed: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("densemed: interrupted; checkpoints written so far are intact", file=sys.stderr)

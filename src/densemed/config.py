@@ -66,7 +66,7 @@ class DataConfig:
     num_workers: int = 0
     #: preprocessed cases (normalised images, labels, targets) as memory-mapped .npy files, keyed by the
     #: source files and the parameters that shape them (densemed.data.cache); null: $DENSEMED_CACHE, else
-    #: ~/.cache/densemed; "off": every case read into memory as before
+    #: ~/.cache/densemed; "memory": no disk cache, every case read into memory as before
     cache_dir: str | None = None
     #: bound of the cases held open (memory-mapped) per process, MiB; least recently used ones are closed
     cache_mb: float = 1024.0

@@ -63,19 +63,53 @@ def test_bad_inputs_raise():
         ssim(np.random.rand(8, 8, 8, 8), np.random.rand(8, 8, 8, 8))
 
 
-def test_evaluate_sr_folders_scores_prediction_and_baseline(tmp_path):
+def test_psnr_inside_a_mask_hand_example():
+    t = np.zeros((4, 4))
+    t[0, 0] = 1.0  # data range 1
+    p = t.copy()
+    p[2:, :] += 0.1  # error only in the bottom half
+    top = np.zeros((4, 4), bool)
+    top[:2] = True
+    assert psnr(p, t, mask=~top) == pytest.approx(20.0, abs=1e-12)  # MSE 0.01 over the masked half
+    assert psnr(p, t, mask=top) == float("inf")
+    assert psnr(p, t) == pytest.approx(10 * np.log10(1 / 0.005), abs=1e-12)  # the whole image: MSE halved
+    with pytest.raises(ValueError, match="empty"):
+        psnr(p, t, mask=np.zeros((4, 4), bool))
+
+
+@pytest.mark.parametrize("shape", [(20, 24), (13, 16, 15)])
+def test_ssim_inside_a_mask_equals_the_mean_of_skimages_full_map_over_it(shape):
+    rng = np.random.default_rng(5)
+    t = rng.random(shape)
+    p = t + 0.2 * rng.standard_normal(shape)
+    mask = rng.random(shape) > 0.6
+    _, full = structural_similarity(t, p, data_range=1.0, win_size=7, full=True)
+    inner = tuple(slice(3, n - 3) for n in shape)  # skimage's mean leaves out the overhung border
+    assert ssim(p, t, data_range=1.0, mask=mask) == pytest.approx(full[inner][mask[inner]].mean(), abs=1e-8)
+
+
+def test_evaluate_sr_folders_scores_tissue_and_volume_beside_the_baseline(tmp_path):
     from densemed.data.io import write_float
     from densemed.metrics.image_quality import evaluate_sr_folders, format_sr_table
 
     rng = np.random.default_rng(4)
-    truth = rng.random((12, 10, 9)).astype(np.float32)
-    pred = truth + np.float32(0.01)
-    base = truth + np.float32(0.1)
+    truth = np.zeros((16, 14, 12), np.float32)
+    truth[4:12, 3:11, 3:9] = 50 + 10 * rng.random((8, 8, 6)).astype(np.float32)  # the object
+    tissue = truth > 0  # Otsu separates the object from the empty border (no holes)
+    pred = truth + np.float32(0.5) * tissue  # errs only on the tissue
+    base = truth + np.float32(2.0)  # errs everywhere
     for folder, vol in (("truth", truth), ("pred", pred), ("base", base)):
         write_float(tmp_path / folder / "case_01.nii.gz", vol)
     res = evaluate_sr_folders(tmp_path / "pred", tmp_path / "truth", baseline=tmp_path / "base")
+    m = res["mean"]
     r = float(truth.max() - truth.min())
-    assert res["mean"]["psnr"] == pytest.approx(10 * np.log10(r * r / 1e-4), abs=1e-3)
-    assert res["mean"]["baseline_psnr"] == pytest.approx(res["mean"]["psnr"] - 20, abs=1e-3)
-    assert res["mean"]["ssim"] > res["mean"]["baseline_ssim"]
-    assert "baseline_psnr" in format_sr_table(res)
+    assert m["tissue_share"] == pytest.approx(tissue.mean())
+    assert m["psnr_tissue"] == pytest.approx(10 * np.log10(r * r / 0.25), abs=1e-4)
+    assert m["psnr"] == pytest.approx(10 * np.log10(r * r / (0.25 * tissue.mean())), abs=1e-4)
+    assert m["baseline_psnr_tissue"] == pytest.approx(10 * np.log10(r * r / 4.0), abs=1e-4)
+    assert m["baseline_psnr"] == pytest.approx(m["baseline_psnr_tissue"], abs=1e-4)
+    assert m["gain_psnr_tissue"] == pytest.approx(m["psnr_tissue"] - m["baseline_psnr_tissue"])
+    assert m["ssim_tissue"] == pytest.approx(ssim(pred, truth, data_range=r, mask=tissue), abs=1e-7)
+    assert m["ssim"] == pytest.approx(ssim(pred, truth, data_range=r), abs=1e-7)
+    table = format_sr_table(res)
+    assert "psnr_tissue" in table and "inside the tissue mask" in table and "over the whole volume" in table

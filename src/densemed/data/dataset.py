@@ -1,8 +1,12 @@
 """Datasets: folders of image/label pairs, split, loaded once, sampled as patches.
 
 A dataset folder holds ``images/`` and ``labels/`` with files of the same stem (PNG/TIFF for 2D,
-NIfTI for 3D). Every case is read, checked, normalised and its derived targets computed once
-(labels never change during training), then training draws random patches with a configurable
+NIfTI for 3D), or is an nnU-Net v2 raw or MSD dataset (``data.layout``, detected by default;
+:mod:`densemed.data.layouts`): nnU-Net cases with one file per channel are stacked into channels,
+and the class names of a ``dataset.json`` go into ``data.class_names`` (and so into the run's
+``config.yaml`` and every checkpoint). Every case is read, checked, normalised and its derived targets computed once
+(labels never change during training) into an on-disk cache that training reads through memory
+maps, at most ``data.cache_mb`` open at a time (:mod:`densemed.data.cache`), then training draws random patches with a configurable
 share centred on foreground. Randomness comes from ``numpy.random.default_rng([seed, epoch, i])``,
 so sample ``i`` of epoch ``e`` is the same whatever the worker layout, and a resumed run sees
 the same data as an uninterrupted one.
@@ -20,7 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from densemed.config import Config, DataConfig, resolve_data_root
-from densemed.data.io import ImageMeta, is_supported, read_image, read_label, split_name
+from densemed.data.cache import cached_loader
+from densemed.data.io import ImageMeta, is_supported, read_label, split_name
+from densemed.data.layouts import CaseFiles, DatasetIndex, detect_layout, read_case_image, scan
 from densemed.data.normalize import normalize
 from densemed.errors import DensemedError
 
@@ -38,6 +44,7 @@ class Case:
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (C, *S) float32 or int64
     meta: ImageMeta | None = None
     instances: np.ndarray | None = None  # (*S) int32 object ids (instance tasks: tuning, object scores)
+    pool: tuple[str, float] | None = None  # (folder, share of patches) for cases of data.extra_roots
 
 
 def discover_pairs(root: Path, image_dir: str = "images", label_dir: str = "labels") -> list[tuple[str, Path, Path]]:
@@ -132,12 +139,37 @@ def target_maps(
     return maps
 
 
-def read_image_case(cfg: Config, image_path: Path) -> tuple[np.ndarray, ImageMeta]:
-    """Read one image, resample it to ``data.target_spacing`` and normalise it: ``(C, *S)`` float32."""
+def check_finite(image: np.ndarray, paths: Sequence[Path]) -> None:
+    """Refuse NaN or infinite intensities, naming the channel file that holds them.
+
+    The same check and message as ``densemed check`` (kind ``nonfinite``), run on the array that
+    training reads anyway. ``paths`` are the case's files in channel order, each holding an equal
+    share of the channels (nnU-Net: one channel per file).
+    """
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return
+    per_file = max(1, image.shape[0] // len(paths))
+    channel = int(np.flatnonzero(bad.reshape(image.shape[0], -1).any(axis=1))[0])
+    block = image[channel // per_file * per_file : (channel // per_file + 1) * per_file]
+    n_nan, n_inf = int(np.isnan(block).sum()), int(np.isinf(block).sum())
+    raise DensemedError(f"{paths[min(channel // per_file, len(paths) - 1)]}: {n_nan} NaN and {n_inf} infinite "
+                        "intensities")
+
+
+def read_image_case(cfg: Config, image_path: Path | Sequence[Path]) -> tuple[np.ndarray, ImageMeta]:
+    """Read one image, resample it to ``data.target_spacing`` and normalise it: ``(C, *S)`` float32.
+
+    ``image_path`` is one file, or a case's files in channel order (nnU-Net ``_0000``, ``_0001``,
+    ...), stacked along channels (:func:`densemed.data.layouts.read_case_image`). NaN or infinite
+    intensities are refused with the file named.
+    """
     d = cfg.data
-    image, meta = read_image(image_path, d.dims)
+    paths = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
+    image, meta = read_case_image(paths, d.dims)
     if d.in_channels is not None and image.shape[0] != d.in_channels:
-        raise DensemedError(f"{image_path}: image has {image.shape[0]} channels, data.in_channels is {d.in_channels}")
+        raise DensemedError(f"{paths[0]}: image has {image.shape[0]} channels, data.in_channels is {d.in_channels}")
+    check_finite(image, paths)
     image = resample(image, meta.spacing, d.target_spacing, order=1)
     return normalize(image, d.normalize, d.percentiles, d.window), meta
 
@@ -185,29 +217,148 @@ def load_cases(cfg: Config, task: Task | None = None) -> tuple[list[Case], list[
                  for i, (img, inst) in enumerate(make_dataset(**d.synthetic))]
         train, val = split([c.name for c in cases], d)
         by = {c.name: c for c in cases}
-        return [by[n] for n in train], [by[n] for n in val]
+        return [by[n] for n in train] + extra_cases(cfg, task, cases[0].image.shape[0]), [by[n] for n in val]
     root = resolve_data_root(d.root)
     if not root.is_dir():
         raise DensemedError(f"{root}: data folder not found (data.root; relative paths also try $DENSEMED_DATA)")
-    if task.needs_labels():
-        items = discover_pairs(root, d.image_dir, d.label_dir)
-    else:
-        items = [(s, p, None) for s, p in discover_images(root, d.image_dir)]
+    index = discover_cases(root, d, task.needs_labels())
+    # single-file cases are passed as one path, as tasks always received them; several channel files as a list
+    items = [(c.stem, c.images[0] if len(c.images) == 1 else list(c.images), c.label) for c in index.cases]
     train, val = split([s for s, _, _ in items], d)
     by = {s: (s, i, lab) for s, i, lab in items}
     first: tuple[int, Path] | None = None
     loaded: dict[str, Case] = {}
+    load = cached_loader(cfg, task)  # the task's load_case through the on-disk cache (densemed.data.cache)
     for stem in train + val:
-        case = task.load_case(*by[stem])
-        path = by[stem][1]
-        first = first or (case.image.shape[0], path)
+        case = load(*by[stem])
+        path = by[stem][1][0] if isinstance(by[stem][1], list) else by[stem][1]
+        if first is None:
+            first = (case.image.shape[0], path)
+            declared = index.channel_names
+            if declared and len(declared) != first[0]:  # `densemed check` kind "channels"
+                raise DensemedError(f"{root / 'dataset.json'}: declares {len(declared)} channels "
+                                    f"({', '.join(declared.values())}), but {path.name} has {first[0]}")
         if case.image.shape[0] != first[0]:
             raise DensemedError(
                 f"{path}: image has {case.image.shape[0]} channels, {first[1].name} has {first[0]}; "
                 "all images of a dataset need the same channels"
             )
         loaded[stem] = case
-    return [loaded[n] for n in train], [loaded[n] for n in val]
+    if d.class_names is None and index.class_names and sorted(index.class_names) == list(range(d.num_classes)):
+        d.class_names = dict(index.class_names)  # saved with the recipe: config.yaml and every checkpoint
+    extra = extra_cases(cfg, task, first[0] if first else None)
+    return [loaded[n] for n in train] + extra, [loaded[n] for n in val]
+
+
+def extra_cases(cfg: Config, task: Task, channels: int | None) -> list[Case]:
+    """Training cases of ``data.extra_roots`` (every case of each folder, no split), tagged with their share.
+
+    Each entry is ``{root: DIR, share: S}`` (optional ``image_dir``/``label_dir``, default ``images``/
+    ``labels``, the layout ``densemed synth generate`` writes); the folder's cases are read by the
+    recipe's task like the real ones. :class:`PatchDataset` draws a training patch from folder ``k``
+    with probability ``S_k`` and from the recipe's own training split otherwise, so a batch holds
+    that share on average. Shares are in ``(0, 1]`` and add up to at most 1.
+    """
+    extras = cfg.data.extra_roots
+    if not extras:
+        return []
+    if not isinstance(extras, list):
+        raise DensemedError("data.extra_roots: must be a list of {root: DIR, share: S}")
+    out: list[Case] = []
+    total = 0.0
+    load = cached_loader(cfg, task)  # through the on-disk cache, as the recipe's own cases
+    for k, spec in enumerate(extras):
+        key = f"data.extra_roots[{k}]"
+        if not isinstance(spec, dict) or "root" not in spec or "share" not in spec:
+            raise DensemedError(f"{key}: must be a mapping {{root: DIR, share: S}}, got {spec!r}")
+        unknown = sorted(set(spec) - {"root", "share", "image_dir", "label_dir"})
+        if unknown:
+            raise DensemedError(f"{key}: unknown keys {unknown} (use root, share, image_dir, label_dir)")
+        share = spec["share"]
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise DensemedError(f"{key}.share: must be a number in (0, 1], got {share!r}")
+        total += float(share)
+        root = resolve_data_root(str(spec["root"]))
+        if not root.is_dir():
+            raise DensemedError(f"{key}.root: {root}: folder not found")
+        image_dir = str(spec.get("image_dir", "images"))
+        if task.needs_labels():
+            items = discover_pairs(root, image_dir, str(spec.get("label_dir", "labels")))
+        else:
+            items = [(s, p, None) for s, p in discover_images(root, image_dir)]
+        for stem, image, label in items:
+            case = load(f"{root.name}/{stem}", image, label)
+            if channels is not None and case.image.shape[0] != channels:
+                raise DensemedError(f"{image}: image has {case.image.shape[0]} channels, the recipe's images have "
+                                    f"{channels}")
+            case.pool = (str(root), float(share))
+            out.append(case)
+    if total > 1.0 + 1e-9:
+        raise DensemedError(f"data.extra_roots: shares add up to {total:g}; they must add up to at most 1")
+    return out
+
+
+def _pools(cases: list[Case]) -> list[tuple[float, list[Case]]] | None:
+    """``[(share, cases)]``: one pool per extra folder, the recipe's own cases take the rest; None without extras."""
+    extra: dict[str, tuple[float, list[Case]]] = {}
+    own = []
+    for c in cases:
+        if c.pool is None:
+            own.append(c)
+        else:
+            extra.setdefault(c.pool[0], (c.pool[1], []))[1].append(c)
+    if not extra:
+        return None
+    pools = list(extra.values())
+    rest = 1.0 - sum(s for s, _ in pools)
+    if own and rest > 1e-9:
+        pools.insert(0, (rest, own))
+    return pools
+
+
+def resolve_layout(root: Path, d: DataConfig) -> str:
+    """``data.layout``, or the detected one; a folder without ``dataset.json`` is the ``folders`` layout.
+
+    Detection (:func:`densemed.data.layouts.detect_layout`) looks for ``images/``; a recipe with
+    another ``data.image_dir`` and no ``dataset.json`` is taken as ``folders`` too, so its reader
+    names the missing folder as before layouts existed.
+    """
+    if d.layout != "auto":
+        return d.layout
+    if not (root / "dataset.json").is_file() and not (root / "imagesTr").is_dir():
+        return "folders"
+    try:
+        return detect_layout(root)
+    except DensemedError:
+        if (root / d.image_dir).is_dir():
+            return "folders"
+        raise
+
+
+def discover_cases(root: Path, d: DataConfig, labelled: bool = True) -> DatasetIndex:
+    """The training cases of the dataset at ``root`` in the recipe's layout (``data.layout``).
+
+    Like :func:`densemed.data.layouts.discover` (the first problem that would break training is
+    raised, with the count of the others and a pointer to ``densemed check``), with the messages
+    of the ``folders`` layout unchanged. ``labelled=False`` (tasks that train on images alone)
+    lists the images of a ``folders`` dataset without looking for labels.
+    """
+    layout = resolve_layout(root, d)
+    if layout == "folders" and not labelled:
+        cases = [CaseFiles(s, [p], None) for s, p in discover_images(root, d.image_dir)]
+        return DatasetIndex(root, "folders", "train", cases)
+    img_dir = root / d.image_dir
+    if layout == "folders" and img_dir.is_dir() and not any(
+            p.is_file() and is_supported(p) and not p.name.startswith(".") for p in img_dir.iterdir()):
+        raise DensemedError(f"{img_dir}: no images found (PNG, TIFF or NIfTI expected)")
+    index = scan(root, layout, "train", d.image_dir, d.label_dir)
+    fatal = [i for i in index.issues if i.fatal]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more problems; run `densemed check {root}`)" if len(fatal) > 1 else ""
+        raise DensemedError(f"{fatal[0]}{more}")
+    if not index.cases:
+        raise DensemedError(f"{root}: no training cases found ({index.layout} layout)")
+    return index
 
 
 def _crop(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
@@ -266,6 +417,7 @@ class PatchDataset(Dataset):
     """``samples_per_epoch`` random patches per epoch from a list of cases.
 
     Call :meth:`set_epoch` before each epoch; item ``i`` uses ``default_rng([seed, epoch, i])``.
+    Cases of ``data.extra_roots`` (``case.pool`` set) are drawn by their folder's share.
     """
 
     def __init__(
@@ -275,6 +427,7 @@ class PatchDataset(Dataset):
             raise DensemedError("training split is empty: add images or lower data.val_fraction")
         self.cases, self.size, self.fg, self.samples, self.seed = cases, list(patch_size), fg_fraction, samples, seed
         self.epoch = 0
+        self.pools = _pools(cases)  # data.extra_roots: folders drawn by their share
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose samples ``__getitem__`` returns."""
@@ -285,7 +438,14 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        case = self.cases[int(rng.integers(len(self.cases)))]
+        cases = self.cases
+        if self.pools is not None:  # first the folder, by its share (no extra draw without extra_roots)
+            u, acc, total = rng.random(), 0.0, sum(s for s, _ in self.pools)
+            for share, cases in self.pools:
+                acc += share / total
+                if u < acc:
+                    break
+        case = cases[int(rng.integers(len(cases)))]
         return sample_patch(case, self.size, self.fg, rng)
 
 

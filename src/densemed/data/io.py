@@ -1,9 +1,11 @@
-"""Readers and writers for 2D (PNG, TIFF) and 3D (NIfTI) images and label maps.
+"""Readers and writers for 2D (PNG, TIFF) and 3D (NIfTI, NRRD) images and label maps.
 
 Arrays are channel-first: images come back as ``(C, *S)`` (grey ``C=1``, RGB ``C=3``; an alpha
 channel is dropped), label maps as integer ``(*S)``. NIfTI arrays keep the file's voxel axis
 order; their ``affine`` and header travel in :class:`ImageMeta` so predictions are written back
-on the input's grid, and ``spacing`` (voxel size in mm) feeds distance-based metrics.
+on the input's grid, and ``spacing`` (voxel size in mm) feeds distance-based metrics. NRRD files
+(``.nrrd``) go through :mod:`densemed.data.nrrd` (needs ``pynrrd``), which keeps their geometry the
+same way (``affine`` in RAS).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from densemed.typing import PathType
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 IMAGE_2D_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-SUFFIXES = NIFTI_SUFFIXES + IMAGE_2D_SUFFIXES
+NRRD_SUFFIXES = (".nrrd",)
+SUFFIXES = NIFTI_SUFFIXES + IMAGE_2D_SUFFIXES + NRRD_SUFFIXES
 
 
 @dataclass
@@ -28,7 +31,7 @@ class ImageMeta:
     """Where an array came from and how to write a result back in the same format."""
 
     path: Path
-    format: str  # "png" | "tiff" | "nifti" | "jpeg" | "bmp"
+    format: str  # "png" | "tiff" | "nifti" | "jpeg" | "bmp" | "nrrd" | "dicom"
     spacing: tuple[float, ...] | None = None
     affine: np.ndarray | None = None
     header: Any = None
@@ -62,7 +65,9 @@ def _format_of(path: Path) -> str:
         return "jpeg"
     if low.endswith(".bmp"):
         return "bmp"
-    raise DensemedError(f"{path}: unsupported file type (use PNG, TIFF or NIfTI .nii/.nii.gz)")
+    if low.endswith(NRRD_SUFFIXES):
+        return "nrrd"
+    raise DensemedError(f"{path}: unsupported file type (use PNG, TIFF, NIfTI .nii/.nii.gz or NRRD .nrrd)")
 
 
 def _read_raw(path: PathType) -> tuple[np.ndarray, ImageMeta]:
@@ -100,8 +105,13 @@ def read_image(path: PathType, dims: int | None = None) -> tuple[np.ndarray, Ima
     """Read an image as float32 ``(C, *S)``.
 
     2D files: grey ``(H, W)`` -> ``(1, H, W)``; colour ``(H, W, 3|4)`` -> ``(3, H, W)`` (alpha dropped).
-    NIfTI: ``(X, Y, Z)`` -> ``(1, X, Y, Z)``; a 4th axis is taken as channels.
+    NIfTI: ``(X, Y, Z)`` -> ``(1, X, Y, Z)``; a 4th axis is taken as channels. NRRD: see
+    :func:`densemed.data.nrrd.read_nrrd`.
     """
+    if str(path).lower().endswith(NRRD_SUFFIXES):
+        from densemed.data.nrrd import read_nrrd
+
+        return read_nrrd(path, dims)
     arr, meta = _read_raw(path)
     if meta.format == "nifti":
         if arr.ndim == 3:
@@ -126,6 +136,10 @@ def read_image(path: PathType, dims: int | None = None) -> tuple[np.ndarray, Ima
 
 def read_label(path: PathType, dims: int | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read a label map as int64 ``(*S)``; float files must hold whole numbers."""
+    if str(path).lower().endswith(NRRD_SUFFIXES):
+        from densemed.data.nrrd import read_nrrd_label
+
+        return read_nrrd_label(path, dims)
     arr, meta = _read_raw(path)
     if arr.ndim == 3 and meta.format != "nifti" and arr.shape[-1] in (3, 4):
         chans = arr[..., :3]
@@ -162,6 +176,10 @@ def write_float(path: PathType, data: np.ndarray, like: ImageMeta | None = None)
 def _atomic_write(path: Path, arr: np.ndarray, like: ImageMeta | None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _format_of(path)
+    if fmt == "nrrd":  # gzip NRRD on like's grid, written atomically by the NRRD module
+        from densemed.data.nrrd import write_nrrd
+
+        return write_nrrd(path, arr, like)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{split_name(path)[1]}")
     try:
         if fmt == "nifti":
@@ -183,7 +201,66 @@ def _atomic_write(path: Path, arr: np.ndarray, like: ImageMeta | None) -> Path:
                 raise DensemedError(f"{path}: float maps are written as .tif or .nii.gz, not {fmt}")
             Image.fromarray(arr).save(tmp, format="PNG" if fmt == "png" else fmt.upper())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota, a read-only folder: one line, the old file kept
+        raise write_error(path, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+class WriteFailed(DensemedError, OSError):
+    """A write that failed: a user-facing line (:class:`DensemedError`) that is still an :class:`OSError`."""
+
+
+def write_error(path: PathType, exc: BaseException) -> WriteFailed:
+    """The one line for a write that failed (disk full, quota, read-only, file too large).
+
+    Writers go through a temporary file and a rename, so the target is either the previous file
+    or absent; the line says which, with the free space left on that disk. The error is both a
+    :class:`DensemedError` (the CLI prints the line, exit 2) and an :class:`OSError` (what callers
+    of a writer already catch).
+    """
+    import shutil
+
+    path = Path(path)
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    else:  # torch's zip writer reports a short write as "[enforce fail at inline_container.cc] ..."
+        reason = "the file could not be written completely"
+    try:
+        free = shutil.disk_usage(path.parent).free
+        reason += f"; {free / 2**20:.1f} MiB free on that disk"
+    except OSError:
+        pass
+    kept = f"the previous {path.name} is unchanged" if path.exists() else "no partial file was left"
+    return WriteFailed(f"{path}: cannot write ({reason}); {kept}")
+
+
+def remove_stale_temporaries(folder: PathType) -> list[Path]:
+    """Delete the temporary files ``.<name>.tmp<pid>[suffix]`` that writers of dead processes left in ``folder``.
+
+    A process killed between writing a temporary file and renaming it (``kill -9``) leaves one;
+    the target itself is intact. Files of live processes (the pid still runs) are kept.
+    """
+    import re
+
+    pattern = re.compile(r"^\.(.+)\.tmp(\d+)(\.[^.]+(\.gz)?)?$")
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for f in folder.iterdir():
+        m = pattern.match(f.name)
+        if m is None or not f.is_file() or int(m.group(2)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(2)), 0)
+            continue  # still running: its temporary file is in use
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        f.unlink(missing_ok=True)
+        removed.append(f)
+    return removed

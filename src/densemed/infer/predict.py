@@ -22,6 +22,7 @@ exits 2 at the end, the others written; ``--strict`` stops at the first one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -78,10 +79,14 @@ def output_source(path: Path, meta: ImageMeta) -> tuple[Path, ImageMeta]:
     """The name and format results are written under: a DICOM series ``ct/`` becomes ``ct.nii.gz``.
 
     DICOM is input only; its meta already carries the RAS affine that NIfTI stores, so the results
-    are written as NIfTI on the series' grid.
+    are written as NIfTI on the series' grid. NRRD volumes are written like NIfTI ones (class
+    indices, not the 0/255 of 2D binary maps; float maps as ``.nii.gz``), the label map keeping
+    the ``.nrrd`` suffix and grid (expressed in ``left-posterior-superior``).
     """
     if meta.format == "dicom":
         return path.with_name(path.name + ".nii.gz"), dataclasses.replace(meta, format="nifti")
+    if meta.format == "nrrd":
+        return path, dataclasses.replace(meta, format="nifti")
     return path, meta
 
 
@@ -268,8 +273,8 @@ class Predictor:
 
     def predict_paths(self, inputs: list[Path], out_dir: PathType, tta: bool | None = None,
                       options: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-                      strict: bool = False) -> list[Path]:
-        """Predict every input and write the results into ``out_dir``; returns the main files.
+                      strict: bool = False, skip_existing: bool = False) -> list[Path]:
+        """Predict every input and write the results into ``out_dir``; returns the main files written.
 
         Streaming: each input is read, predicted and written before the next one is read, so one
         input (and its outputs) is in memory at a time, whatever the number of inputs. Under
@@ -278,10 +283,30 @@ class Predictor:
         line ``<name>: skipped (<reason>)`` and the others are written; the call then raises one
         DensemedError naming the failures (``densemed predict`` exits 2). With ``strict`` the first
         failure raises at once.
+
+        Interrupted runs: every file is written atomically (a temporary file renamed into place), and
+        once all files of an input are in place the input is recorded, with the writing options, in
+        a manifest in ``out_dir`` (:func:`manifest_path`), which is removed again when every input
+        has been predicted (the folder then holds the predictions only). With ``skip_existing`` an
+        input recorded with the same options whose files all exist is skipped, so a rerun after a
+        kill or a failed input continues where it stopped; the checkpoint is not compared.
+        Temporary files left by killed runs are removed.
         """
+        from densemed.data.io import remove_stale_temporaries
+
         mine = shard(inputs)
         written, failed = [], []
+        out = Path(out_dir)
+        remove_stale_temporaries(out)
+        done = completed(out) if skip_existing else {}
+        skipped = 0
         for path in mine:
+            key = manifest_key(path, self.cfg.infer.tta if tta is None else tta, options)
+            prior = done.get(key)
+            if prior and all((out / f).is_file() for f in prior):
+                skipped += 1
+                log(f"{Path(path).name}: already predicted ({out / prior[0]}), skipped")
+                continue
             try:
                 files = self.predict_file(path, out_dir, options, tta)
             except DensemedError as exc:
@@ -290,13 +315,70 @@ class Predictor:
                 failed.append((Path(path).name, str(exc)))
                 log(f"{Path(path).name}: skipped ({exc})")
                 continue
+            record_done(out, key, files)
             written.append(files[0])
             log(f"{Path(path).name} -> {', '.join(str(f) for f in files)}")
+        if skipped:
+            log(f"{skipped} input(s) already predicted in {out_dir} were skipped (--skip-existing)")
+        if not failed:  # every input done: the record of an interrupted run is no longer needed
+            manifest_path(out).unlink(missing_ok=True)
         if failed:
             names = ", ".join(n for n, _ in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
             raise DensemedError(f"{len(failed)} of {len(mine)} inputs could not be predicted ({names}; first: "
                                 f"{failed[0][1]}); the {len(written)} others were written to {out_dir}")
         return written
+
+
+#: the record of completed inputs in an output folder: one JSON line per input, appended once its files are in place
+MANIFEST = ".densemed-predict.jsonl"
+
+
+def manifest_path(out_dir: PathType) -> Path:
+    """This process' manifest in ``out_dir`` (one per rank under torchrun, so ranks never share one)."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("RANK", "0") or 0)
+    name = MANIFEST if world <= 1 else MANIFEST.replace(".jsonl", f".rank{rank}.jsonl")
+    return Path(out_dir) / name
+
+
+def manifest_key(path: PathType, tta: bool, options: dict[str, Any] | None) -> str:
+    """What identifies one input's results: its name, TTA and the writing options (not the device)."""
+    opts = {k: v for k, v in (options or {}).items() if k != "device"}
+    return json.dumps({"input": Path(path).name, "tta": bool(tta), "options": opts}, sort_keys=True, default=str)
+
+
+def completed(out_dir: PathType) -> dict[str, list[str]]:
+    """``{manifest key: output files relative to out_dir}`` of the inputs recorded in ``out_dir``.
+
+    A line cut short by a kill is ignored (its input is predicted again).
+    """
+    done: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for f in sorted(Path(out_dir).glob(MANIFEST.replace(".jsonl", "*.jsonl"))):  # every rank's
+        try:
+            lines += f.read_text().splitlines()
+        except OSError:
+            continue
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            done[str(rec["key"])] = [str(f) for f in rec["outputs"]]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def record_done(out_dir: PathType, key: str, files: list[Path]) -> None:
+    """Append one input's record to this process' manifest (a line cut short by a kill is ignored when read)."""
+    out = Path(out_dir)
+    names = [os.path.relpath(f, out) for f in files]
+    line = json.dumps({"key": key, "outputs": names}) + "\n"
+    try:
+        with open(manifest_path(out), "a") as fh:
+            fh.write(line)
+    except OSError as exc:
+        from densemed.data.io import write_error
+
+        raise write_error(manifest_path(out), exc) from None
 
 
 def shard(inputs: list[Path]) -> list[Path]:
@@ -324,6 +406,7 @@ def predict_paths(
     tta: bool | None = None,
     options: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    skip_existing: bool = False,
 ) -> list[Path]:
     """Predict every input file and write the task's results into ``out_dir``; returns the main files.
 
@@ -336,5 +419,7 @@ def predict_paths(
         tta: flip test-time augmentation (default ``infer.tta``).
         options: the task's writing options (``probabilities``, ``instances``, ``instance_method``).
         log: progress lines.
+        skip_existing: skip inputs a previous run recorded as done (:meth:`Predictor.predict_paths`).
     """
-    return Predictor(model, cfg, device).predict_paths(inputs, out_dir, tta, options, log)
+    return Predictor(model, cfg, device).predict_paths(inputs, out_dir, tta, options, log,
+                                                       skip_existing=skip_existing)

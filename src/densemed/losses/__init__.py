@@ -17,6 +17,7 @@ from densemed.losses import (
     dice,  # noqa: F401
     focal,  # noqa: F401
     multitask,  # noqa: F401
+    restoration,  # noqa: F401
     wrappers,  # noqa: F401
 )
 from densemed.losses.functional import class_weights_from_labels

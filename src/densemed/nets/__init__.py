@@ -21,6 +21,7 @@ from densemed.nets import (
     patchgan,  # noqa: F401
     pix2pix,  # noqa: F401
     segnetmri,  # noqa: F401
+    slicewise,  # noqa: F401
     unet,  # noqa: F401
     unet3d_ds,  # noqa: F401
     vnet,  # noqa: F401

@@ -7,6 +7,9 @@ registration never depends on what a user imported.
 """
 
 from densemed.tasks import image, instances, segmentation  # noqa: F401
+from densemed.tasks import classify_seg  # noqa: F401
+from densemed.tasks import recon_seg  # noqa: F401
+from densemed.tasks import synthesis  # noqa: F401
 from densemed.tasks.base import FitContext, Task
 from densemed.tasks.registry import build, check, get, names, register
 

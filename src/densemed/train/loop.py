@@ -24,6 +24,30 @@ from ``(seed, epoch, step)``; the patch sampler and the data order from ``(seed,
 ``--resume`` continues exactly as the uninterrupted run would, from an epoch boundary or from the
 step where a budget stopped it. A non-finite loss stops the run with an error; ``last.pt`` then
 still holds the last completed epoch.
+
+Several processes (``torchrun --nproc_per_node N -m densemed train RECIPE``, or ``densemed train
+RECIPE --nproc N``; :mod:`densemed.train.distributed`): every rank builds the same network from the
+same seed; the training module averages gradients over ranks (DDP). The split rule
+(:func:`rank_samples`): with ``b = data.batch_size``, ``A = train.accumulate`` and ``W`` processes,
+one optimiser step consumes a global batch of ``G = W A b`` samples, entries ``[kG, (k+1)G)`` of the
+epoch's permutation (seeded by ``(seed, epoch)``), rank ``r`` taking the ``A b`` entries from
+``kG + rAb``; sample ``i`` is the patch drawn by ``default_rng([seed, epoch, i])``. So every step
+sees the same patches whatever ``W`` and ``A`` are as long as ``G`` is the same, and 2 processes with
+batch ``b`` train exactly as 1 process with batch ``2b`` (to float rounding) for a loss that is a
+mean over samples, without augmentation or dropout (their draws are seeded per rank, by ``(seed,
+epoch, step, rank)``) and with ``train.sync_batchnorm`` when the network has batch norm (tested).
+
+Only rank 0 writes the run folder (config, metrics, curves, checkpoints), prints and shows the
+progress bar; it alone decides when the time budget or the schedule ends (its decision and the
+schedule length fixed from its clock are broadcast after every step, so all ranks stop at the
+same step). Validation runs on rank 0 while the others wait: a task's validation returns scores
+that are already means (Dice of whole images, PSNR), which could not be reduced over ranks
+without changing the task protocol, validation sets are small next to training, and its time is
+counted in the budget either way. Resume: a checkpoint holds no trace of the world size, so a run
+written by N processes resumes with M (weights, optimiser, schedule and step carry over); the data
+order continues exactly when the global batch ``G`` is kept (e.g. half the processes with
+``train.accumulate`` doubled) and differs otherwise. ``--resume`` of a killed run continues from its
+``last.pt``.
 """
 
 from __future__ import annotations
@@ -47,6 +71,7 @@ from densemed.checkpoint import load_state, save_atomic
 from densemed.config import Config
 from densemed.data.dataset import PatchDataset, fixed_patches, load_cases
 from densemed.errors import DensemedError
+from densemed.train import distributed, lock
 from densemed.train.schedule import budget_steps
 
 CHECKPOINT_FORMAT = 2
@@ -56,6 +81,32 @@ EARLY_ESTIMATE_STEPS = 5
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def rank_samples(n: int, steps: int, per_rank: int, world: int, rank: int, seed: int, epoch: int,
+                 start_step: int = 0) -> list[int]:
+    """Dataset indices of ``rank`` for steps ``start_step .. steps - 1`` of one epoch (the split rule).
+
+    The epoch's order is a permutation of the ``n`` samples seeded by ``(seed, epoch)``, followed by
+    further permutations when one epoch holds fewer samples than its steps need; step ``k`` takes the
+    global batch ``order[k G : (k + 1) G]`` with ``G = world * per_rank`` and rank ``r`` its entries
+    ``[r per_rank, (r + 1) per_rank)``. The union over ranks depends only on ``G``.
+
+    Example:
+        >>> print(rank_samples(8, 2, 2, 2, 1, seed=0, epoch=0) == rank_samples(8, 2, 4, 1, 0, 0, 0)[2:4] + \
+        ...       rank_samples(8, 2, 4, 1, 0, 0, 0)[6:8])
+        True
+    """
+    g = world * per_rank
+    gen = torch.Generator().manual_seed(_seed(seed, epoch, 1))
+    order = torch.randperm(n, generator=gen)
+    while len(order) < steps * g:
+        order = torch.cat([order, torch.randperm(n, generator=gen)])
+    out: list[int] = []
+    for k in range(start_step, steps):
+        lo = k * g + rank * per_rank
+        out += order[lo : lo + per_rank].tolist()
+    return out
 
 
 @dataclass
@@ -88,37 +139,59 @@ class Trainer:
         self.cfg, self.log, self.clock = cfg, log, clock
         t = cfg.train
         self.out = Path(t.out)
-        if not resume and (self.out / "last.pt").exists():
-            raise DensemedError(
-                f"{self.out}: already holds a run (last.pt); resume it with --resume {self.out} "
-                "or choose another train.out"
-            )
-        self.out.mkdir(parents=True, exist_ok=True)
+        if int(t.accumulate) < 1:
+            raise DensemedError(f"train.accumulate: must be a positive number of batches, got {t.accumulate}")
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
+        self.device = distributed.init(resolve_device(t.device))
+        self.rank, self.world = distributed.rank(), distributed.world()
+        self.is_main = self.rank == 0
+        if not self.is_main:  # rank 0 alone prints
+            self.log = lambda line: None
+        distributed.run_on_main(lambda: self._claim_out(resume))
         torch.manual_seed(t.seed)
         self.task = tasks.build(cfg)
-        self.train_cases, self.val_cases = load_cases(cfg, self.task)
+        # rank 0 fills the preprocessed-case cache first, so the other ranks only open it
+        self.train_cases, self.val_cases = distributed.main_first(lambda: load_cases(cfg, self.task))
         self.in_channels = self.train_cases[0].image.shape[0] if self.train_cases else 1
-        model = build_model(cfg, self.in_channels).to(self.device)
+        model = build_model(cfg, self.in_channels)
+        if t.sync_batchnorm and self.world > 1:
+            model = distributed.convert_sync_batchnorm(model, self.device)
+        model = model.to(self.device)
         self.loss_fn = build_loss(cfg).to(self.device)
         self.module = self.task.training_module(model, self.loss_fn, self.device)
+        if int(t.accumulate) > 1 and not self.module.accumulates:
+            raise DensemedError(f"train.accumulate: the training module of task {self.task.name!r} "
+                                f"({type(self.module).__name__}) does not accumulate gradients; use 1")
+        self.module.distribute()
         self.augment = build_augment(cfg)
         self.nearest = self.task.nearest_keys()
         self.dataset = PatchDataset(
             self.train_cases, cfg.data.patch_size, cfg.data.foreground_fraction, cfg.data.samples_per_epoch, t.seed
         )
-        bs = cfg.data.batch_size
+        #: samples per rank and optimiser step, and per step over all ranks (the split rule: rank_samples)
+        self.rank_batch = cfg.data.batch_size * int(t.accumulate)
+        self.global_batch = self.rank_batch * self.world
         n = len(self.dataset)
-        self.steps_per_epoch = n // bs if n > bs else 1
+        self.steps_per_epoch = n // self.global_batch if n > self.global_batch else 1
         self.module.set_total_steps(t.epochs * self.steps_per_epoch)
         self.val_patches = fixed_patches(self.val_cases, cfg.data.patch_size, cfg.data.val_patches_per_image)
         self.start_epoch, self.start_step, self.best, self.elapsed = 0, 0, -math.inf, 0.0
         self.history: list[dict[str, Any]] = []
         if resume:
             self._resume()
-        config.save(cfg, self.out / "config.yaml")
+        if self.is_main:
+            config.save(cfg, self.out / "config.yaml")
+
+    def _claim_out(self, resume: bool) -> None:
+        """Refuse to overwrite a run unless resuming; create the run folder (rank 0)."""
+        if not resume and (self.out / "last.pt").exists():
+            raise DensemedError(
+                f"{self.out}: already holds a run (last.pt); resume it with --resume {self.out} "
+                "or choose another train.out"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock.acquire(self.out, owner=self, log=self.log)  # a second run on this folder is refused
 
     @property
     def model(self) -> torch.nn.Module:
@@ -128,7 +201,8 @@ class Trainer:
     # -- resume --------------------------------------------------------------------------------
     def _resume(self) -> None:
         path = self.out / "last.pt"
-        ckpt = load_checkpoint(path, self.device)
+        # rank 0 reads the run folder; every rank receives the same checkpoint (no shared file system needed)
+        ckpt = distributed.run_on_main(lambda: load_checkpoint(path, self.device if self.world == 1 else "cpu"))
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise DensemedError(
                 f"{path}: written by an older densemed (before tasks had their own recipe section); "
@@ -147,13 +221,22 @@ class Trainer:
             self.module.set_total_steps(self.cfg.train.epochs * self.steps_per_epoch)
         self.start_step = int(ckpt.get("epoch_step", 0))
         self.start_epoch = int(ckpt["epoch"]) + (0 if self.start_step else 1)
+        if self.start_step >= self.steps_per_epoch:  # a larger global batch than the run's: its epoch is done
+            self.start_step, self.start_epoch = 0, self.start_epoch + 1
         self.best = float(ckpt.get("best", -math.inf))
         self.elapsed = float(ckpt.get("elapsed", 0.0))
-        lines = (self.out / "metrics.jsonl").read_text().splitlines() if (self.out / "metrics.jsonl").exists() else []
-        records = [json.loads(x) for x in lines if x.strip()]
-        last = int(ckpt["epoch"])
-        self.history = [r for r in records if r["epoch"] < last or (r["epoch"] == last and not self.start_step)]
-        self._write_history()
+        old_world = int(ckpt.get("world_size", 1))
+        if old_world != self.world or int(ckpt.get("global_batch", self.global_batch)) != self.global_batch:
+            self.log(f"resuming a run of {old_world} process(es) (global batch {ckpt.get('global_batch', '?')}) with "
+                     f"{self.world} (global batch {self.global_batch}): weights, optimiser and schedule carry over"
+                     + ("" if ckpt.get("global_batch") == self.global_batch else "; the data order differs"))
+        if self.is_main:
+            metrics = self.out / "metrics.jsonl"
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            records = [json.loads(x) for x in lines if x.strip()]
+            last = int(ckpt["epoch"])
+            self.history = [r for r in records if r["epoch"] < last or (r["epoch"] == last and not self.start_step)]
+            self._write_history()
         budget = self.cfg.train.time_budget_s
         if budget is not None and self.elapsed >= budget:
             raise DensemedError(
@@ -170,14 +253,31 @@ class Trainer:
         return budget is not None and self.elapsed + (self.clock() - epoch_tic) >= budget
 
     def _fix_schedule(self, extra_s: float = 0.0) -> None:
-        """Re-fix the schedule length from the measured seconds per step (budgeted runs only)."""
+        """Re-fix the schedule length from the measured seconds per step (budgeted runs only; rank 0's clock)."""
         t = self.cfg.train
-        if t.time_budget_s is None or self.module.step == 0:
+        if t.time_budget_s is None or self.module.step == 0 or not self.is_main:
             return
         spent = self.elapsed + extra_s
         per_step = spent / self.module.step
         total = budget_steps(self.module.step, spent, t.time_budget_s, per_step, t.epochs * self.steps_per_epoch)
         self.module.set_total_steps(total)
+
+    def _sync_schedule(self) -> None:
+        """Rank 0's schedule length on every rank (the learning rates must agree)."""
+        if self.world > 1:
+            total = int(distributed.broadcast_values([self.module.total_steps])[0])
+            if total != self.module.total_steps:
+                self.module.set_total_steps(total)
+
+    def _should_stop(self, tic: float) -> bool:
+        """Whether the schedule or the budget ended: rank 0 decides and every rank follows (same step)."""
+        stop = self.module.step >= self.module.total_steps or self._budget_spent(tic)
+        if self.world == 1:
+            return stop
+        flag, total = distributed.broadcast_values([float(stop), float(self.module.total_steps)])
+        if int(total) != self.module.total_steps:
+            self.module.set_total_steps(int(total))
+        return bool(flag)
 
     def fit(self) -> RunResult:
         """Train until the epochs, the schedule or the time budget end; returns the run summary."""
@@ -190,14 +290,14 @@ class Trainer:
             record, stopped = self._train_epoch(epoch, start_step, tic)
             train_s = self.clock() - tic
             last_epoch = epoch + 1 == t.epochs
-            if not stopped and ((epoch + 1) % t.val_every == 0 or last_epoch):
+            if not stopped and ((epoch + 1) % t.val_every == 0 or last_epoch) and self.is_main:
                 vtic = self.clock()
                 record.update(self.task.validate(self.model, self.loss_fn, self.val_cases, self.val_patches,
                                                  self.device))
                 val_s += self.clock() - vtic
             record["seconds"] = self.clock() - tic
             self.elapsed += record["seconds"]
-            if stopped:  # the final validation: outside the budget, reported on its own
+            if stopped and self.is_main:  # the final validation: outside the budget, reported on its own
                 vtic = self.clock()
                 record.update(self.task.validate(self.model, self.loss_fn, self.val_cases, self.val_patches,
                                                  self.device))
@@ -212,8 +312,9 @@ class Trainer:
             if not stopped:
                 self._fix_schedule()
             self.history.append(record)
-            self._write_history()
-            self._checkpoint(epoch, record.get("steps_in_epoch", 0) if record.get("partial") else 0, improved)
+            if self.is_main:
+                self._write_history()
+                self._checkpoint(epoch, record.get("steps_in_epoch", 0) if record.get("partial") else 0, improved)
             self.log(_summary(record, t.epochs))
             if stopped:
                 stopped_epoch = epoch
@@ -221,7 +322,8 @@ class Trainer:
                     f"time budget of {t.time_budget_s:g} s reached")
                 self.log(f"{why} after {self.module.step} steps (epoch {epoch + 1}, lr {self.module.lr():.3g})")
                 break
-        self._after_fit()
+        if self.is_main:
+            self._after_fit()
         train_total = sum(h.get("train_seconds", 0.0) for h in self.history)
         self.log(
             f"training {train_total:.0f} s, validation {val_s:.0f} s"
@@ -232,23 +334,25 @@ class Trainer:
     def _train_epoch(self, epoch: int, start_step: int, tic: float) -> tuple[dict[str, Any], bool]:
         """Steps of one epoch from ``start_step``; returns the record and whether the run must stop."""
         cfg, t = self.cfg, self.cfg.train
-        bs = cfg.data.batch_size
+        self._sync_schedule()
         self.dataset.set_epoch(epoch)
-        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(_seed(t.seed, epoch, 1)))
-        order = order[: self.steps_per_epoch * bs][start_step * bs :].tolist()
-        loader = DataLoader(self.dataset, batch_size=bs, sampler=order, num_workers=cfg.data.num_workers)
+        order = rank_samples(len(self.dataset), self.steps_per_epoch, self.rank_batch, self.world, self.rank, t.seed,
+                             epoch, start_step)
+        # items are seeded by their index (PatchDataset), so workers draw no duplicated randomness
+        loader = DataLoader(self.dataset, batch_size=self.rank_batch, sampler=order, num_workers=cfg.data.num_workers)
+        per_rank = (self.rank,) if self.world > 1 else ()  # augmentation and dropout differ between ranks
         self.module.set_epoch(epoch)
         self.module.train()
         sums: dict[str, float] = {}
         count = 0
         steps = start_step
-        bar = _progress(self.steps_per_epoch, start_step, f"epoch {epoch + 1}/{t.epochs}", t.progress)
+        bar = _progress(self.steps_per_epoch, start_step, f"epoch {epoch + 1}/{t.epochs}", t.progress and self.is_main)
         stopped = False
         for batch in loader:
-            torch.manual_seed(_seed(t.seed, epoch, 0, steps))
+            torch.manual_seed(_seed(t.seed, epoch, 0, steps, *per_rank))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             if self.augment is not None:
-                gen = torch.Generator().manual_seed(_seed(t.seed, epoch, 2, steps))
+                gen = torch.Generator().manual_seed(_seed(t.seed, epoch, 2, steps, *per_rank))
                 batch = self.augment(batch, generator=gen, nearest=self.nearest)
             try:
                 rec = self.module.train_step(batch)
@@ -266,11 +370,15 @@ class Trainer:
                 self._update_bar(bar, rec, tic, steps - start_step)
             if epoch == self.start_epoch and steps - start_step == EARLY_ESTIMATE_STEPS and self.elapsed == 0:
                 self._fix_schedule(self.clock() - tic)  # a first estimate before the first epoch ends
-            if self.module.step >= self.module.total_steps or self._budget_spent(tic):
-                stopped = True
+            if self._should_stop(tic):
+                # the natural end (last step of the last epoch) is not a stop
+                stopped = not (epoch + 1 == t.epochs and steps == self.steps_per_epoch)
                 break
         if bar is not None:
             bar.close()
+        if self.world > 1:  # the epoch's mean loss over every rank's samples
+            sums = distributed.sum_dict({**sums, "_count": float(count)})
+            count = int(sums.pop("_count"))
         record: dict[str, Any] = {
             "epoch": epoch, "train_loss": sums.get("loss", 0.0) / max(count, 1), "lr": self.module.lr(),
             "steps": self.module.step,
@@ -311,6 +419,8 @@ class Trainer:
             "epoch_step": epoch_step,
             "best": self.best,
             "elapsed": self.elapsed,
+            "world_size": self.world,
+            "global_batch": self.global_batch,
             "version": __version__,
         }
         save_atomic(ckpt, self.out / "last.pt")
@@ -376,5 +486,11 @@ def _summary(rec: dict[str, Any], epochs: int) -> str:
 
 
 def train(cfg: Config, resume: bool = False, log: Callable[[str], None] = print) -> RunResult:
-    """Train a recipe; with ``resume`` continue the run in ``cfg.train.out`` from ``last.pt``."""
-    return Trainer(cfg, resume, log).fit()
+    """Train a recipe; with ``resume`` continue the run in ``cfg.train.out`` from ``last.pt``.
+
+    Under torchrun every process calls this; the process group is left at the end.
+    """
+    try:
+        return Trainer(cfg, resume, log).fit()
+    finally:
+        distributed.cleanup()

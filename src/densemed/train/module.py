@@ -9,16 +9,44 @@ module owns a generator and a discriminator with an optimiser each and alternate
 Every optimiser gets a ``LambdaLR`` whose factor is :func:`densemed.train.schedule.factor` of
 ``step / total_steps``; :meth:`TrainingModule.set_total_steps` changes the length (the time
 budget), and schedulers step once per optimiser step.
+
+Several processes (:mod:`densemed.train.distributed`): :meth:`TrainingModule.distribute` gives
+every rank rank 0's weights; a module that calls its networks through :meth:`TrainingModule.net`
+(``uses_ddp = True``, e.g. :class:`SupervisedModule`) then has them wrapped in
+``DistributedDataParallel``, which averages gradients over ranks during the backward pass; any
+other module keeps bare networks and :meth:`TrainingModule.optimizer_step` averages the gradients
+of the stepped parameters in one all-reduce before clipping and stepping. ``networks`` always
+holds the bare networks, so state dicts, validation and export never see a wrapper.
+
+Unused parameters: a loss may leave an output without gradient in some steps (a deep-supervision
+level or an auxiliary head whose weight is 0), and DDP then waits forever for those gradients
+unless built with ``find_unused_parameters=True``, which walks the autograd graph after every
+forward. The wrapper is therefore built after the network's first training step
+(:meth:`TrainingModule.settle_ddp`; that step averages its gradients with the plain all-reduce):
+with the search when the network returned several outputs (a list or a dict), without
+it when it returned one tensor (every parameter then has a gradient in every step, which the
+registry's contract tests check for every network). The search cost 0-4% of a U-Net step on two
+gloo ranks (``benchmarks/bench_distributed.py``).
+
+Gradient accumulation (``train.accumulate = A``, :class:`SupervisedModule`): the loop hands
+``train_step`` a batch of ``A x data.batch_size`` samples; the step splits it into ``A``
+micro-batches of ``data.batch_size``, back-propagates ``loss_i * n_i / n`` for each (under DDP the
+first ``A - 1`` without gradient synchronisation, ``no_sync``) and steps the optimiser once. For a
+loss that is a mean over samples the gradient equals that of the whole batch (tested); batch
+norm sees the micro-batches, and a loss computed over the whole batch (batch Dice) is the mean of
+the micro-batch losses.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from densemed.errors import DensemedError
+import densemed.train.distributed as distributed
 from densemed.train.schedule import factor
 
 if TYPE_CHECKING:
@@ -56,10 +84,18 @@ class TrainingModule:
         device: where the networks live.
     """
 
+    #: every training forward goes through :meth:`net`, so DDP can average gradients in the backward pass;
+    #: otherwise :meth:`optimizer_step` all-reduces the gradients before stepping
+    uses_ddp: ClassVar[bool] = False
+    #: :meth:`train_step` splits its batch into ``train.accumulate`` micro-batches
+    accumulates: ClassVar[bool] = False
+
     def __init__(self, networks: dict[str, nn.Module], t: TrainConfig, device: torch.device) -> None:
         if "model" not in networks:
             raise ValueError("a training module needs a network named 'model'")
         self.networks = dict(networks)
+        self.wrapped: dict[str, nn.Module] = {}  # DDP wrappers of ``networks`` (several processes only)
+        self._pending_ddp: set[str] = set()  # networks wrapped after their first training forward
         self.t, self.device = t, device
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
@@ -73,6 +109,42 @@ class TrainingModule:
     def model(self) -> nn.Module:
         """The main network."""
         return self.networks["model"]
+
+    def net(self, name: str = "model") -> nn.Module:
+        """The network to call in a training forward: its DDP wrapper under torchrun, else the network."""
+        return self.wrapped.get(name, self.networks[name])
+
+    def distribute(self, find_unused_parameters: bool | None = None) -> None:
+        """Prepare for several processes (no-op for one): rank 0's weights everywhere, DDP for ``uses_ddp``.
+
+        Args:
+            find_unused_parameters: DDP's option; None decides it from the network's first
+                training output (:meth:`settle_ddp`).
+        """
+        if not distributed.is_distributed():
+            return
+        for name, net in self.networks.items():
+            distributed.broadcast_parameters(net)
+            if not (self.uses_ddp and any(p.requires_grad for p in net.parameters())):
+                continue
+            if find_unused_parameters is None:
+                self._pending_ddp.add(name)
+            else:
+                self.wrapped[name] = distributed.wrap_ddp(net, self.device, find_unused_parameters)
+
+    def settle_ddp(self, name: str, several_outputs: bool) -> None:
+        """After network ``name``'s first training step, wrap it in DDP.
+
+        DDP searches unused parameters only when the training forward returned several tensors (a
+        list or dict, which a loss may partly ignore).
+
+        Called after the optimiser step (DDP's constructor writes the parameters in place, which
+        would invalidate a pending backward pass); that step's gradients were averaged by
+        :meth:`optimizer_step`, as the network was not wrapped yet.
+        """
+        if name in self._pending_ddp:
+            self._pending_ddp.discard(name)
+            self.wrapped[name] = distributed.wrap_ddp(self.networks[name], self.device, several_outputs)
 
     def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Register an optimiser and give it the step schedule."""
@@ -99,6 +171,14 @@ class TrainingModule:
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.optimizer_step(name, params)
+
+    def optimizer_step(self, name: str, params: Any) -> None:
+        """Gradients averaged over ranks (modules without DDP), optional clipping, optimiser and scheduler step."""
+        opt = self.optimizers[name]
+        params = list(params)
+        if name not in self.wrapped:  # DDP did not average them during the backward pass
+            distributed.average_gradients(params)
         if self.t.grad_clip:
             self.scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(params, self.t.grad_clip)
@@ -158,6 +238,9 @@ class SupervisedModule(TrainingModule):
         device: where the network lives.
     """
 
+    uses_ddp = True
+    accumulates = True
+
     def __init__(self, task: Task, model: nn.Module, loss_fn: nn.Module, t: TrainConfig, device: torch.device) -> None:
         super().__init__({"model": model}, t, device)
         self.task, self.loss_fn = task, loss_fn
@@ -169,19 +252,57 @@ class SupervisedModule(TrainingModule):
             self.loss_fn.set_epoch(epoch)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Forward (under autocast when ``train.amp``), loss in float32, backward, step."""
-        with self.autocast():
-            out = self.model(*self.task.model_args(self.model, batch))
-        out = _to_float(out)  # the loss is computed in float32
-        loss = self.task.compute_loss(self.loss_fn, out, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(float(loss.detach()))
-        self.backward_step("model", loss, self.model.parameters())
+        """Forward (under autocast when ``train.amp``), loss in float32, backward, step.
+
+        With ``train.accumulate = A`` the batch is split into ``A`` micro-batches whose gradients
+        add up (each loss weighted by its share of the samples) before one optimiser step.
+        """
+        net = self.net("model")
+        chunks = split_batch(batch, max(int(getattr(self.t, "accumulate", 1) or 1), 1))
+        n = sum(_batch_len(c) for c in chunks)
+        self.optimizers["model"].zero_grad(set_to_none=True)
+        total, terms = 0.0, {}
+        for i, chunk in enumerate(chunks):
+            share = _batch_len(chunk) / n
+            last = i == len(chunks) - 1
+            # DDP all-reduces in the backward of the last micro-batch only
+            with nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync():
+                with self.autocast():
+                    out = net(*self.task.model_args(self.model, chunk))
+                several = not isinstance(out, torch.Tensor)
+                out = _to_float(out)  # the loss is computed in float32
+                loss = self.task.compute_loss(self.loss_fn, out, chunk)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(float(loss.detach()))
+                self.scaler.scale(loss if len(chunks) == 1 else loss * share).backward()
+            total += float(loss.detach()) * share
+            for k, v in getattr(self.loss_fn, "last_terms", {}).items():
+                terms[k] = terms.get(k, 0.0) + float(v) * share
+        self.optimizer_step("model", self.model.parameters())
+        self.settle_ddp("model", several)
         self.step += 1
-        rec = {"loss": float(loss.detach())}
-        rec.update({f"term_{k}": v for k, v in getattr(self.loss_fn, "last_terms", {}).items()})
+        rec = {"loss": total}
+        rec.update({f"term_{k}": v for k, v in terms.items()})
         return rec
 
+
+def _batch_len(batch: dict[str, torch.Tensor]) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """``batch`` cut into ``parts`` micro-batches along the sample axis (fewer when it holds fewer samples).
+
+    Example:
+        >>> chunks = split_batch({"image": torch.zeros(8, 1, 4, 4)}, 2)
+        >>> print([c["image"].shape[0] for c in chunks])
+        [4, 4]
+    """
+    if parts <= 1:
+        return [batch]
+    n = _batch_len(batch)
+    pieces = {k: torch.tensor_split(v, min(parts, n)) for k, v in batch.items()}
+    return [{k: v[i] for k, v in pieces.items()} for i in range(min(parts, n))]
 
 def _to_float(out: Any) -> Any:
     """Cast a network output (tensor, list or dict of them) to float32."""
