@@ -128,7 +128,8 @@ def test_workers_draw_the_same_patches_as_the_main_process(tmp_path):
 
 
 def test_cache_root_default_env_and_off(tmp_path, monkeypatch):
-    d = config.DataConfig()
+    assert cache_root(config.DataConfig()) is None  # the disk cache is opt-in
+    d = config.DataConfig(cache_dir=None)
     monkeypatch.setenv("DENSEMED_CACHE", str(tmp_path / "env"))
     assert cache_root(d) == tmp_path / "env"
     monkeypatch.delenv("DENSEMED_CACHE")

@@ -101,7 +101,7 @@ class FourierNet(nn.Module):
         return segmentation
 
 
-@register("fouriernet", dims=(2,), small={"base_width": 4, "depth": 2, "n_harmonics": 4})
+@register("fouriernet", dims=(2,), small={"base_width": 4, "depth": 2})
 def fouriernet(
     in_channels: int = 1,
     out_channels: int = 2,
