@@ -116,7 +116,8 @@ def test_tissue_mask_hand_examples():
     # threshold: a fraction of the [0.5th, 99.5th] percentile range; values 0..99 along one axis
     ramp = np.broadcast_to(np.arange(100.0), (4, 100)).copy()
     lo, hi = np.percentile(ramp, [0.5, 99.5])
-    assert tissue_mask(ramp, "threshold", 0.5, fill_holes=False).sum() == 4 * np.sum(np.arange(100) > lo + 0.5 * (hi - lo))
+    expected = 4 * np.sum(np.arange(100) > lo + 0.5 * (hi - lo))
+    assert tissue_mask(ramp, "threshold", 0.5, fill_holes=False).sum() == expected
     assert tissue_mask(v, "none").all()
     with pytest.raises(ValueError, match="mask method"):
         tissue_mask(v, "kmeans")

@@ -207,3 +207,17 @@ def test_evaluate_with_figure_scores_tissue_and_writes_the_png(tmp_path):
     assert "wrote" in task.format_result(res)
     with pytest.raises(DensemedError, match="needs --baseline"):
         task.evaluate_folders(tmp_path / "pred", tmp_path / "truth", {"figure": tmp_path / "x.png"})
+
+
+def test_whole_volume_validation_scores_the_tissue_of_every_volume(tmp_path):
+    from densemed.metrics.image_quality import psnr
+
+    path = _save(tmp_path / "images" / "b.nii.gz", _brain())
+    task = tasks.build(_cfg(tmp_path, "task.val_full_images=true", "infer.window=[24,24,24]"))
+    case = task.load_case("b", path, None)
+    rec = task.validate(DeepResolve(depth=2, width=4), task_loss(), [case], [], torch.device("cpu"))  # identity
+    target = case.maps["target"]
+    r = float(target.max() - target.min())
+    assert rec["val_psnr"] == pytest.approx(psnr(case.image, target, data_range=r, mask=case.label[None] > 0),
+                                            rel=1e-5)
+    assert rec["val_psnr_volume"] == pytest.approx(psnr(case.image, target, data_range=r), rel=1e-5)

@@ -380,7 +380,8 @@ class ImageRestoration(Task):
         with torch.inference_mode():
             return flip_tta(run, image, cfg.infer.tta_axes) if tta else run(image)
 
-    def infer(self, model: nn.Module, image: torch.Tensor, device: torch.device, tta: bool | None = None) -> torch.Tensor:
+    def infer(self, model: nn.Module, image: torch.Tensor, device: torch.device,
+              tta: bool | None = None) -> torch.Tensor:
         """The restored image ``(1, K, *S)`` in the intensities of ``image`` (the task's scaling undone)."""
         shift, scale = self.scale_of(image[0].numpy())
         view = (1, -1) + (1,) * (image.dim() - 2)
