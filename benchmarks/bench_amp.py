@@ -87,7 +87,7 @@ def run(quick: bool = False) -> list[Row]:
     f32, b16 = _matmul_gflops(torch.float32, n), _matmul_gflops(torch.bfloat16, n)
     flop = 2 * n**3
     rows = [Row(f"matmul {n}x{n} bf16 (ours) vs float32 (ref)", b16, f32, "float32",
-                extra={"GFLOP/s bf16 / float32": f"{flop / min(b16) / 1e9:.0f} / {flop / min(f32) / 1e9:.0f}"})]
+                extra={"GFLOP/s bf16 / float32": f"{flop / min(b16) / 1e9:.1f} / {flop / min(f32) / 1e9:.1f}"})]
     torch.manual_seed(0)
     ours = nets.build("unet", dims=2, in_channels=1, out_channels=2, base_width=32).to(dev)
     ref = BasicUNet(2, 1, 2, features=(32, 64, 128, 256, 512, 32), act="relu", norm="batch",
@@ -105,8 +105,12 @@ def run(quick: bool = False) -> list[Row]:
     return rows
 
 
-def equal_budget(budget_s: float, recipe: str = "configs/unet_isbi2012.yaml") -> dict[str, dict]:
-    """Train ``recipe`` with ``train.amp`` false and true at the same time, same budget; their final validation."""
+def equal_budget(budget_s: float, recipe: str = "configs/unet_isbi2012.yaml",
+                 extra: list[str] | None = None) -> dict[str, dict]:
+    """Train ``recipe`` with ``train.amp`` false and true at the same time, same budget; their final validation.
+
+    ``extra``: further ``--set`` overrides for both runs (e.g. smaller patches for a short budget).
+    """
     root = Path(__file__).resolve().parents[1]
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +118,7 @@ def equal_budget(budget_s: float, recipe: str = "configs/unet_isbi2012.yaml") ->
         for amp in (False, True):
             run_dir = Path(tmp) / f"amp_{amp}"
             sets = [f"train.amp={str(amp).lower()}", f"train.time_budget_s={budget_s}", "train.epochs=1000",
-                    "train.progress=false", "train.threads=1", f"train.out={run_dir}"]
+                    "train.progress=false", "train.threads=1", f"train.out={run_dir}", *(extra or [])]
             procs[amp] = (run_dir, subprocess.Popen([sys.executable, "-m", "densemed", "train", recipe, "--set", *sets],
                                                     cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                     text=True))
@@ -132,7 +136,8 @@ def equal_budget(budget_s: float, recipe: str = "configs/unet_isbi2012.yaml") ->
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--budget", type=float, default=120.0, help="seconds of training for each of the two runs")
+    ap.add_argument("--set", nargs="*", default=[], help="further overrides for both runs")
     args = ap.parse_args()
     tic = time.perf_counter()
-    print(json.dumps(equal_budget(args.budget), indent=1))
+    print(json.dumps(equal_budget(args.budget, extra=args.set), indent=1))
     print(f"wall {time.perf_counter() - tic:.0f} s, load {os.getloadavg()}")
