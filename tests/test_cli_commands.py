@@ -97,3 +97,58 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "run"), "--budget", "1"]) == 2
     assert "did not create" in capsys.readouterr().err
     assert (tmp_path / "run" / "last.pt").read_bytes() == b"someone else's run"
+
+
+def _three_class_folders(tmp_path):
+    """Truth and prediction of 3 classes: Dice of class 1 is 2*2/(4+2) = 2/3, of class 2 2*4/(4+6) = 0.8."""
+    truth = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]], np.uint8)
+    pred = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 2, 2, 2], [0, 2, 2, 2]], np.uint8)
+    for sub, arr in (("t", truth), ("p", pred)):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(arr).save(tmp_path / sub / "a.png")
+    return tmp_path / "p", tmp_path / "t"
+
+
+def _class_rows(out):
+    """``{class shown: dice}`` of the per-image rows of evaluate's table."""
+    return {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if line.startswith("a ")}
+
+
+def test_evaluate_shows_the_class_names_of_a_recipe_and_of_a_run_folder(tmp_path, capsys):
+    import json
+
+    from densemed import config
+
+    pred, truth = _three_class_folders(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {num_classes: 3, class_names: [background, anterior, posterior]}\n"
+                      "model: {name: unet, base_width: 4, depth: 2}\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    # a run folder: its config.yaml is the resolved recipe (names as a mapping, as training writes it)
+    config.save(config.load(recipe), run / "config.yaml")
+    assert "anterior" in (run / "config.yaml").read_text()
+    for source in (recipe, run):
+        capsys.readouterr()
+        out_json = tmp_path / f"{source.name}.json"
+        assert main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--num-classes", "3",
+                     "--config", str(source), "--json", str(out_json)]) == 0
+        rows = _class_rows(capsys.readouterr().out)
+        assert rows == {"anterior": pytest.approx(2 / 3, abs=1e-4), "posterior": pytest.approx(0.8, abs=1e-4)}
+        res = json.loads(out_json.read_text())
+        assert res["class_names"] == {"1": "anterior", "2": "posterior"}
+        assert res["per_class"]["1"]["dice"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_class_names_flag_and_fallback_to_indices(tmp_path, capsys):
+    pred, truth = _three_class_folders(tmp_path)
+    args = ["evaluate", "--pred", str(pred), "--truth", str(truth), "--num-classes", "3"]
+    assert main(args + ["--class-names", "bg,front,back"]) == 0
+    assert set(_class_rows(capsys.readouterr().out)) == {"front", "back"}
+    recipe = tmp_path / "plain.yaml"
+    recipe.write_text("data: {num_classes: 3}\n")  # names no classes: indices
+    assert main(args + ["--config", str(recipe)]) == 0
+    assert set(_class_rows(capsys.readouterr().out)) == {"1", "2"}
+    assert main(args + ["--config", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'nowhere'}: not found" in err

@@ -349,3 +349,53 @@ def test_predict_options_ask_for_instance_maps_only_for_the_instance_task(tmp_pa
     inst = tasks.build(config.from_dict({"task": {"name": "instances"}, "model": {"name": "unet"}}))
     assert compare.predict_options(seg) == {}
     assert compare.predict_options(inst) == {"instances": True}
+
+
+def test_per_class_tables_of_the_reports_show_the_recipes_class_names(tmp_path):
+    """A tiny 3-class run (an untrained U-Net saved as best.pt): the report names classes as its recipe does."""
+    import torch
+
+    from densemed import report
+    from densemed.build import build_model
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(3):
+        lab = np.zeros((16, 16), np.uint8)
+        lab[2:8, 2:10], lab[9:14, 4:14] = 1, 2
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "data" / "images" / f"c{i}.png")
+        Image.fromarray(lab).save(tmp_path / "data" / "labels" / f"c{i}.png")
+    path = recipe(tmp_path / "tri.yaml", f"""
+data: {{root: {tmp_path / 'data'}, patch_size: [16, 16], num_classes: 3, val_fraction: 0.34,
+       class_names: [background, anterior, posterior]}}
+model: {{name: unet, base_width: 4, depth: 2}}
+loss: {{name: dice_ce}}
+train: {{epochs: 1, threads: 1}}
+""")
+    (plan,) = compare.plan_runs([path], tmp_path / "out", epochs=1, log=lambda s: None)
+    torch.manual_seed(0)
+    model = build_model(plan.cfg, 1)
+    plan.run.mkdir(parents=True)
+    torch.save({"format": 2, "config": plan.cfg.to_dict(), "net": "unet", "in_channels": 1,
+                "networks": {"model": model.state_dict()}, "epoch": 0}, plan.run / "best.pt")
+    summary = compare.evaluate_run(plan, torch.device("cpu"), log=lambda s: None)
+    assert summary.error is None and len(plan.val) == 1
+    assert summary.class_names == {"1": "anterior", "2": "posterior"}
+    for stem in plan.val:  # the per-class Dice against a numpy reference on the written predictions
+        pred = np.asarray(Image.open(summary.preds[stem]))
+        truth = np.asarray(Image.open(tmp_path / "data" / "labels" / f"{stem}.png"))
+        for c in (1, 2):
+            both = (pred == c).sum() + (truth == c).sum()
+            ref = 2 * ((pred == c) & (truth == c)).sum() / both if both else 1.0
+            assert summary.per_class[str(c)]["dice"] == pytest.approx(ref, abs=1e-6)
+    report.write_markdown(tmp_path / "report.md", "t", [], [summary], [], [])
+    report.write_html(tmp_path / "report.html", "t", [], [summary], [], [])
+    md = (tmp_path / "report.md").read_text()
+    per_class = [ln for ln in md.splitlines() if ln.startswith("| recipe | Dice anterior")]
+    assert per_class == ["| recipe | Dice anterior | Dice posterior | HD95 anterior | HD95 posterior |"]
+    assert "<th>Dice anterior</th><th>Dice posterior</th>" in (tmp_path / "report.html").read_text().replace("\n", "")
+    # a run whose recipe names no classes keeps the indices
+    plain = report.RunSummary("plain", tmp_path, per_class=summary.per_class)
+    assert report.per_class_table([plain])[0] == ["recipe", "Dice 1", "Dice 2", "HD95 1", "HD95 2"]
+    assert compare.class_names_for({"1": {}, "2": {}}, {0: "bg", 2: "posterior"}) == {"2": "posterior"}

@@ -133,3 +133,54 @@ def test_network_with_an_extra_input_unused_in_eval_mode_exports_and_runs(tmp_pa
     extra = net.example_inputs(x)["class_label"]
     with torch.no_grad():
         torch.testing.assert_close(predictor(x, extra), net(x, extra), atol=1e-4, rtol=0)
+
+
+def _perturbed(net):
+    """Batch-norm statistics away from (0, 1), so eval mode differs from an identity."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("fc_padding", ["same", "valid"])
+def test_deconvnet_exports_to_onnx_and_onnxruntime_equals_pytorch(tmp_path, fc_padding):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(3)
+    net = _perturbed(nets.build("deconvnet", in_channels=1, out_channels=3, base_width=4, fc_width=16,
+                                fc_padding=fc_padding))
+    static = export(net, {}, tmp_path / "s.onnx", example=(1, 1, 64, 96))
+    dynamic = export(net, {}, tmp_path / "d.onnx", dynamic=True, example=(1, 1, 64, 96))
+    assert static["max_abs_diff"] <= 1e-4 and dynamic["max_abs_diff"] <= 1e-4
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        ref = net(x)
+    assert ref.abs().max() > 1e-2  # the comparison is not between two near-zero maps
+    torch.testing.assert_close(OnnxPredictor(tmp_path / "s.onnx")(x), ref, atol=1e-4, rtol=0)
+    run = OnnxPredictor(tmp_path / "d.onnx")
+    for size in [(64, 96), (37, 50)]:  # a size that needs padding to 32
+        x = torch.randn(1, 1, *size)
+        with torch.no_grad():
+            ref = net(x)
+        got = run(x)
+        assert got.shape == (1, 3, *size)
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+
+
+def test_segnetmri_onnx_export_is_refused_naming_the_network_and_torchscript_works(tmp_path):
+    net = nets.build("segnetmri", in_channels=1, **nets.info("segnetmri").small).eval()
+    with pytest.raises(DensemedError) as info:
+        export(net, {}, tmp_path / "m.onnx", example=(1, 1, 32, 32))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("segnetmri: cannot be exported to ONNX: ")
+    assert "complex-valued FFTs" in msg and msg.endswith("--format torchscript exports it")
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+    # inside the slice-by-slice wrapper the same
+    wrapped = nets.build("slicewise", in_channels=1, axis=0,
+                         net={"name": "segnetmri", **nets.info("segnetmri").small})
+    with pytest.raises(DensemedError, match="^segnetmri: cannot be exported to ONNX"):
+        export(wrapped, {}, tmp_path / "w.onnx", example=(1, 1, 2, 32, 32))
+    result = export(net, {}, tmp_path / "m.pt", "torchscript", example=(1, 1, 32, 32))
+    assert result["max_abs_diff"] <= 1e-4

@@ -109,3 +109,24 @@ def test_an_onnx_model_without_its_sidecar_is_one_error_line(run, tmp_path, caps
     assert capsys.readouterr().err.strip() == (
         f"densemed: error: {tmp_path / 'lone.onnx.json'}: sidecar not found; `densemed export` writes it beside the "
         "model (normalisation, window, classes)")
+
+
+def test_onnx_export_of_segnetmri_is_one_line_naming_it_and_exit_2(tmp_path, capsys):
+    """A SegNetMRI checkpoint (untrained, saved by hand): refused before its data would be read."""
+    from densemed import config
+    from densemed.build import build_model
+
+    loss = ("loss={name: multitask, tasks: {reconstruction: {loss: {name: mse}, target: target}, "
+            "segmentation: {loss: {name: ce}, target: label}}}")
+    cfg = config.load(None, ["task={name: recon_seg}", f"data.root={tmp_path / 'no_data'}", "data.patch_size=[32,32]",
+                             "model={name: segnetmri, base_width: 2, depth: 1, num_blocks: 1}", loss])
+    model = build_model(cfg, 1)
+    ckpt = tmp_path / "best.pt"
+    torch.save({"format": 2, "config": cfg.to_dict(), "net": "segnetmri", "in_channels": 1,
+                "networks": {"model": model.state_dict()}, "epoch": 0}, ckpt)
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("densemed: error: segnetmri: cannot be exported to ONNX: its data-consistency layers "
+                          "compute complex-valued FFTs")
+    assert not (tmp_path / "model.onnx").exists()

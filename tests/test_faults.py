@@ -483,3 +483,106 @@ def test_a_really_full_disk_enospc_is_one_line_for_checkpoints_and_outputs(tmp_p
         assert sorted(p.name for p in disk.iterdir()) == ["filler", "last.pt"]
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# -- run files on a full disk or a read-only folder (config.yaml, metrics.jsonl, curves.png) ---------------------
+def _failing_write_text(monkeypatch, name, err, after=0):
+    """``Path.write_text`` fails for the temporary file of ``name`` (after ``after`` good writes), half-written."""
+    import pathlib
+
+    real, calls = pathlib.Path.write_text, []
+
+    def write_text(self, data, *args, **kwargs):
+        if self.name.startswith(f".{name}.tmp"):
+            calls.append(1)
+            if len(calls) > after:
+                real(self, data[: len(data) // 2], *args, **kwargs)  # what got out before the disk filled
+                raise OSError(err, os.strerror(err))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+
+
+def test_a_full_disk_writing_metrics_jsonl_is_one_line_naming_it_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _failing_write_text(monkeypatch, "metrics.jsonl", errno.ENOSPC, after=1)  # epoch 1's record fits
+    code, _, err = _cli("train", "--set", *TINY, "train.epochs=3", f"train.out={run}")
+    monkeypatch.undo()
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"densemed: error: {run / 'metrics.jsonl'}: cannot write (No space left on device; ")
+    assert err.strip().endswith("the previous metrics.jsonl is unchanged")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0]
+    assert not [p for p in run.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
+def test_a_failing_config_yaml_write_is_one_line_naming_it(tmp_path, monkeypatch, err):
+    run = tmp_path / "run"
+    _failing_write_text(monkeypatch, "config.yaml", err)
+    code, _, text = _cli("train", "--set", *TINY, "train.epochs=1", f"train.out={run}")
+    monkeypatch.undo()
+    assert code == 2 and text.count("\n") == 1 and "Traceback" not in text
+    assert text.startswith(f"densemed: error: {run / 'config.yaml'}: cannot write ({os.strerror(err)}; ")
+    assert text.strip().endswith("no partial file was left")
+    assert not (run / "config.yaml").exists() and not [p for p in run.iterdir() if ".tmp" in p.name]
+
+
+def test_a_failing_curves_png_write_is_one_line_naming_it(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    run = tmp_path / "run"
+    code, _, err = _cli("train", "--set", *TINY, "train.epochs=1", f"train.out={run}")
+    monkeypatch.undo()
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"densemed: error: {run / 'curves.png'}: cannot write (No space left on device; ")
+
+
+# -- non-finite inputs and outputs of predict ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One epoch of the tiny U-Net on generated images: a checkpoint to predict with."""
+    tmp = tmp_path_factory.mktemp("finite")
+    run = tmp / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DENSEMED_CACHE", str(tmp / "cache"))
+        code, _, err = _cli("train", "--set", *TINY, "train.epochs=1", f"train.out={run}")
+    assert code == 0, err
+    return run
+
+
+def test_predict_reports_an_input_with_nan_or_inf_in_one_line_naming_it(tiny_run, tmp_path):
+    img = np.random.default_rng(2).random((32, 32)).astype(np.float32)
+    bad = img.copy()
+    bad[1, 2], bad[3, 4], bad[5, 6] = np.nan, np.inf, -np.inf
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", img)
+    tifffile.imwrite(tmp_path / "in" / "b.tif", bad)
+    argv = ["predict", "--checkpoint", str(tiny_run / "best.pt"), "--input", str(tmp_path / "in"), "--device", "cpu"]
+    code, _, err = _cli(*argv, "--output", str(tmp_path / "strict"), "--strict")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.strip() == f"densemed: error: {tmp_path / 'in' / 'b.tif'}: 1 NaN and 2 infinite intensities"
+    code, out, err = _cli(*argv, "--output", str(tmp_path / "p"))  # default: the others are written
+    assert code == 2 and err.count("\n") == 1
+    assert "first: " + str(tmp_path / "in" / "b.tif") + ": 1 NaN and 2 infinite intensities" in err
+    assert [p.name for p in (tmp_path / "p").iterdir() if not p.name.startswith(".")] == ["a.tif"]  # a.tif only
+
+
+def test_predict_refuses_non_finite_outputs_of_a_checkpoint_with_nan_weights(tiny_run, tmp_path):
+    ckpt = load(tiny_run / "best.pt")
+    state = network_state(ckpt)
+    first = next(k for k, v in state.items() if k.endswith("weight") and v.dim() == 4)
+    state[first] = torch.full_like(state[first], float("nan"))  # a diverged run
+    save_atomic(ckpt, tmp_path / "nan.pt")
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.random.default_rng(3).random((32, 32)).astype(np.float32))
+    code, _, err = _cli("predict", "--checkpoint", str(tmp_path / "nan.pt"), "--input", str(tmp_path / "in" / "a.tif"),
+                        "--output", str(tmp_path / "p"), "--device", "cpu", "--strict")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"densemed: error: {tmp_path / 'in' / 'a.tif'}: the network's outputs hold ")
+    assert "NaN" in err and "diverged run" in err
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())

@@ -22,6 +22,9 @@ def test_recipe_trains_briefly_through_the_cli(recipe, real_data, tmp_path):
     stems = sorted(split_name(p)[0] for p in (root / cfg.data.image_dir).iterdir() if is_supported(p))[:3]
     patch = [64, 64] if cfg.data.dims == 2 else [24, 24, 24]
     small = [f"model.{k}={json.dumps(v)}" for k, v in nets.info(cfg.model["name"]).small.items()]
+    if cfg.model["name"] == "slicewise":  # the recipe's own 2D network, at its small size
+        inner = cfg.model.get("net", {}).get("name", "unet")
+        small = [f"model.net.{k}={json.dumps(v)}" for k, v in nets.info(inner).small.items()]
     out = tmp_path / "run"
     assert main([
         "train", str(recipe), "--set", f"data.root={root}", f"train.out={out}", "train.epochs=1",

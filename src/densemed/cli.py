@@ -104,6 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "label_map": _parse_label_map(args.label_map) if args.label_map else None,
         "baseline": args.baseline,
         "figure": args.figure,
+        "class_names": _evaluate_class_names(args),
     }
     result = task.evaluate_folders(Path(args.pred), Path(args.truth), options)
     print(task.format_result(result))
@@ -112,6 +113,49 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _evaluate_class_names(args: argparse.Namespace) -> dict[int, str] | None:
+    """Class names for ``evaluate``'s tables: ``--class-names``, else the ``data.class_names`` of ``--config``."""
+    if args.class_names:
+        names = [n.strip() for n in args.class_names.split(",")]
+        if not all(names):
+            raise DensemedError(f"--class-names: expected names in class order like 'background,liver', "
+                                f"got {args.class_names!r}")
+        return dict(enumerate(names))
+    return class_names_of(args.config) if args.config else None
+
+
+def class_names_of(source: str | Path) -> dict[int, str] | None:
+    """``data.class_names`` of a recipe YAML, a run folder (its ``config.yaml``), a checkpoint or an ``.onnx``.
+
+    None when the recipe names no classes. A missing or unreadable source raises one
+    :class:`DensemedError` line naming it.
+    """
+    from densemed import config
+
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise DensemedError(f"{path}: not a run folder (no config.yaml)")
+        path = path / "config.yaml"
+    if not path.is_file():
+        raise DensemedError(f"{path}: not found (--config takes a recipe, a run folder, a checkpoint or an .onnx)")
+    if path.suffix.lower() in (".pt", ".pth", ".onnx"):
+        if path.suffix.lower() == ".onnx":
+            from densemed.build import recipe_from_sidecar
+            from densemed.export import sidecar_path
+
+            side = sidecar_path(path)
+            try:
+                meta = json.loads(side.read_text())
+            except (OSError, ValueError):
+                raise DensemedError(f"{side}: the exported model's sidecar is missing or not JSON") from None
+            return recipe_from_sidecar(meta, str(side)).data.class_names
+        from densemed.checkpoint import load
+
+        return config.from_dict(load(path)["config"], str(path)).data.class_names
+    return config.load(path).data.class_names
 
 
 def _parse_label_map(text: str) -> dict[int, int]:
@@ -232,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-classes", type=int, help="number of classes (default: from the data)")
     e.add_argument("--label-map", help="raw truth value -> class, e.g. '0:1,255:0' (ISBI membranes)")
     e.add_argument("--instances", action="store_true", help="same as --task instances (object F1, Dice, AJI, PQ)")
+    e.add_argument("--config", metavar="RECIPE_OR_RUN",
+                   help="show the class names (data.class_names) of this recipe, run folder, checkpoint or .onnx")
+    e.add_argument("--class-names", metavar="NAMES",
+                   help="class names in class order, e.g. 'background,anterior,posterior' (overrides --config)")
     e.add_argument("--task", default="segmentation",
                    help="segmentation (Dice, IoU, HD95), instances (object scores), image or sr (PSNR, SSIM)")
     e.add_argument("--baseline", help="with --task image: folder of baseline (e.g. tricubic) volumes to score alongside")

@@ -369,7 +369,8 @@ def evaluate_run(plan: Plan, device: torch.device, which: str = "best", log: Any
             written = predict_paths(model, cfg, inputs, work / "pred", device, None, predict_options(task),
                                     log=lambda s: None)
             predict_s = time.perf_counter() - tic
-            options = {"num_classes": cfg.data.num_classes, "label_map": cfg.data.label_map}
+            options = {"num_classes": cfg.data.num_classes, "label_map": cfg.data.label_map,
+                       "class_names": cfg.data.class_names}
             result = type(task).evaluate_folders(work / "pred", truth, options)
         except DensemedError as exc:  # one recipe that cannot be scored does not sink the others
             summary.error = f"not scored: {exc}"
@@ -380,12 +381,24 @@ def evaluate_run(plan: Plan, device: torch.device, which: str = "best", log: Any
     names = list(result.get("metrics") or result["mean"])
     summary.metrics = {m: result["mean"].get(m) for m in names}
     summary.per_class = dict(result.get("per_class") or {})
+    summary.class_names = class_names_for(summary.per_class, cfg.data.class_names)
     summary.headline = names[0]
     summary.per_image = {im["name"]: _image_value(im, names[0]) for im in result["images"]}
     summary.preds = {s: Path(p) for s, p in preds.items()}
     summary.predict_s = predict_s
     summary.notes = _result_notes(plan.name, result)
     return summary
+
+
+def class_names_for(per_class: dict[str, Any], names: dict[int, str] | None) -> dict[str, str]:
+    """``{class key of per_class: name}`` for the classes the recipe's ``data.class_names`` names.
+
+    Taken from the run's recipe rather than the cached scores, so a report of runs scored before
+    the recipe named its classes shows the names too.
+    """
+    if not names:
+        return {}
+    return {c: str(names[int(c)]) for c in per_class if c.isdigit() and int(c) in names}
 
 
 def _result_notes(name: str, result: dict[str, Any]) -> list[str]:

@@ -47,7 +47,8 @@ class DataConfig:
     #: raw label value -> class index; default maps {0, 255} to {0, 1} and keeps other values.
     label_map: dict[int, int] | None = None
     num_classes: int = 2
-    #: class index -> name; filled from the dataset's dataset.json when unset, so checkpoints carry it
+    #: class index -> name (a recipe may give a list of names in class order); filled from the
+    #: dataset's dataset.json when unset, so checkpoints carry it
     class_names: dict[int, str] | None = None
     in_channels: int | None = None  # default: read from the first image
     patch_size: list[int] = field(default_factory=lambda: [256, 256])
@@ -223,6 +224,8 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         raise DensemedError(f"{source}: data.layout must be one of {LAYOUTS}, got {cfg.data.layout!r}")
     if cfg.data.class_names is not None:
         names = cfg.data.class_names
+        if isinstance(names, (list, tuple)):  # [background, anterior, ...]: names in class order
+            names = dict(enumerate(names))
         try:
             cfg.data.class_names = {int(k): str(v) for k, v in names.items()}
         except (AttributeError, TypeError, ValueError):
@@ -302,8 +305,14 @@ def load(path: PathType | None, overrides: list[str] | None = None) -> Config:
 
 
 def save(cfg: Config, path: PathType) -> None:
-    """Write the resolved recipe as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved recipe as YAML, atomically.
+
+    A failing write (a full disk, a read-only folder) raises one :class:`DensemedError` line
+    naming ``path`` (:func:`densemed.data.io.write_error`); a previous file stays as it was.
+    """
+    from densemed.data.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def data_home() -> Path:

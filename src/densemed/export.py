@@ -27,6 +27,10 @@ Documented choices:
   window would feed), and zero-padded when smaller.
 * Only the main head is exported (what ``forward`` returns in eval mode); ``export.heads`` in the
   sidecar names its channels and kind so a runtime knows how to activate it.
+* A network that ONNX cannot represent says so in a class attribute ``onnx_unsupported`` (the
+  reason); :func:`check_exportable` refuses it before anything is traced or written, naming the
+  network and the reason (SegNetMRI: its data-consistency layers compute complex FFTs, and the
+  TorchScript-based ONNX exporter has no complex tensors). TorchScript exports it.
 
 :class:`OnnxPredictor` wraps an onnxruntime session as a callable ``(B, C, *S) -> (B, K, *S)``
 tensor function for :func:`densemed.infer.sliding_window.sliding_window`.
@@ -62,6 +66,24 @@ def sidecar_path(path: PathType) -> Path:
     """Where the JSON sidecar of an exported model lives: ``model.onnx`` -> ``model.onnx.json``."""
     path = Path(path)
     return path.with_name(path.name + ".json")
+
+
+def check_exportable(model: nn.Module, format: str) -> None:
+    """Refuse, in one line naming the network and why, a network that ``format`` cannot represent.
+
+    A network (or a network inside a wrapper such as ``slicewise``) declares what ONNX cannot hold
+    in a class attribute ``onnx_unsupported``: the reason, a string.
+
+    Raises:
+        DensemedError: ``"<network>: cannot be exported to ONNX: <reason>; --format torchscript exports it"``.
+    """
+    if format != "onnx":
+        return
+    for m in model.modules():
+        reason = getattr(type(m), "onnx_unsupported", None)
+        if reason:
+            raise DensemedError(f"{type(m).__name__.lower()}: cannot be exported to ONNX: {reason}; "
+                                "--format torchscript exports it")
 
 
 def _jsonable(obj: Any, key: str = "meta") -> Any:
@@ -136,7 +158,8 @@ def export(
         "checks": {"random": d, "random_other_size": d, "real": d}}`` (checks that ran).
 
     Raises:
-        DensemedError: bad arguments, a missing runtime package, an export that fails, or a
+        DensemedError: bad arguments, a network the format cannot represent
+            (:func:`check_exportable`), a missing runtime package, an export that fails, or a
             difference above ``tolerance`` (the written files are then removed).
 
     Example:
@@ -149,6 +172,7 @@ def export(
     """
     if format not in FORMATS:
         raise DensemedError(f"--format: must be one of {FORMATS}, got {format!r}")
+    check_exportable(model, format)
     out_path = Path(out_path)
     if example is None:
         window = meta.get("window") or meta.get("patch_size")

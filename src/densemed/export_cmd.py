@@ -79,11 +79,12 @@ def real_image(cfg: Any, image: str | None) -> tuple[Any, str]:
 def run(args: argparse.Namespace) -> int:
     """Export, verify, print what was written and the differences."""
     from densemed.build import load_model, sidecar_meta
-    from densemed.export import export
+    from densemed.export import check_exportable, export
     from densemed.infer.predict import model_in_channels
 
     checkpoint = Path(args.checkpoint)
     model, cfg, ckpt = load_model(checkpoint, "cpu")
+    check_exportable(model, args.format)  # before the data are read for the verification
     in_channels = int(ckpt.get("in_channels") or model_in_channels(model) or cfg.data.in_channels or 1)
     meta = sidecar_meta(cfg, in_channels)
     image, where = real_image(cfg, args.image)

@@ -73,6 +73,8 @@ class RunSummary:
     task: str = ""
     metrics: dict[str, float | None] = field(default_factory=dict)
     per_class: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: names of the classes of ``per_class`` (the recipe's ``data.class_names``); unnamed ones are absent
+    class_names: dict[str, str] = field(default_factory=dict)
     headline: str = ""
     per_image: dict[str, float | None] = field(default_factory=dict)
     preds: dict[str, Path] = field(default_factory=dict)
@@ -350,13 +352,28 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]], right_from: in
     return "\n".join(out)
 
 
+def class_heading(runs: Sequence[RunSummary], cls: str) -> str:
+    """How a class is named in the per-class table: its name in the runs' recipes, else its index.
+
+    Runs whose recipes name the class differently show every name (``a/b``); runs without a name
+    for it do not count.
+    """
+    names = list(dict.fromkeys(r.class_names[cls] for r in runs if cls in r.class_names))
+    return "/".join(names) if names else cls
+
+
 def per_class_table(runs: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]] | None:
-    """Per-class Dice and HD95 when some run scores more than one class, else None."""
+    """Per-class Dice and HD95 when some run scores more than one class, else None.
+
+    Columns are headed by the class names of the recipes (``data.class_names``) where they give
+    them, else by the class indices.
+    """
     multi = [r for r in runs if len(r.per_class) > 1]
     if not multi:
         return None
     classes = sorted({c for r in multi for c in r.per_class}, key=lambda c: int(c) if c.isdigit() else c)
-    head = ["recipe"] + [f"Dice {c}" for c in classes] + [f"HD95 {c}" for c in classes]
+    label = {c: class_heading(multi, c) for c in classes}
+    head = ["recipe"] + [f"Dice {label[c]}" for c in classes] + [f"HD95 {label[c]}" for c in classes]
     rows = [[r.recipe] + [fmt_value("dice", r.per_class.get(c, {}).get("dice")) for c in classes]
             + [fmt_value("hd95", r.per_class.get(c, {}).get("hd95")) for c in classes] for r in multi]
     return head, rows

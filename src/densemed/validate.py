@@ -229,12 +229,16 @@ def label_map(v: Any, cfg: Config) -> None:
 
 
 def class_names(v: Any, cfg: Config) -> None:
-    """``null`` or ``{class index: name}``."""
+    """``null``, ``{class index: name}`` or a list of names in class order (``[background, ...]``)."""
+
+    def is_name(n: Any) -> bool:
+        return isinstance(n, (str, int, float)) and not isinstance(n, bool)
+
     ok = v is None or (isinstance(v, Mapping) and all(
-        (_is_int(k) or (isinstance(k, str) and k.strip().isdigit())) and isinstance(n, (str, int, float))
-        and not isinstance(n, bool) for k, n in v.items()))
+        (_is_int(k) or (isinstance(k, str) and k.strip().isdigit())) and is_name(n) for k, n in v.items())) or (
+        isinstance(v, (list, tuple)) and all(is_name(n) for n in v))
     if not ok:
-        raise _Bad("null or a mapping class index -> name")
+        raise _Bad("null, a mapping class index -> name, or a list of names in class order")
 
 
 def synthetic(v: Any, cfg: Config) -> None:

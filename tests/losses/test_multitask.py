@@ -110,5 +110,27 @@ def test_gradcheck_float64():
 
 def test_mse_hand_value_and_shape_check():
     assert MSELoss()(torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])).item() == 0.5
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match=r"prediction shape \(1, 1, 2, 2\) and target shape \(1, 1, 3, 2\) differ"):
         MSELoss()(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 2))
+
+
+@pytest.mark.parametrize("target_shape", [(2, 1, 4, 4), (1, 3, 4, 4), (2, 4, 4), (2, 3, 4, 4, 1), (3, 4, 4)])
+def test_mse_refuses_every_target_shape_other_than_the_predictions_naming_both(target_shape):
+    # each of these would broadcast (or fail deep in torch) without the check
+    with pytest.raises(ValueError) as info:
+        MSELoss()(torch.zeros(2, 3, 4, 4), torch.zeros(target_shape))
+    assert str(info.value) == (f"mse: prediction shape (2, 3, 4, 4) and target shape {target_shape} differ; "
+                               "they must be equal (no broadcasting)")
+
+
+def test_mse_same_shapes_and_per_pixel_weights_hand_values():
+    out = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])  # squared errors 1, 4 | 9, 0
+    assert MSELoss()(out, target).item() == pytest.approx(14 / 4)
+    w1 = torch.tensor([[[[2.0, 0.5]]]])  # (B, 1, *S): the same weight for both channels
+    assert MSELoss()(out, target, weights=w1).item() == pytest.approx((2 * 1 + 0.5 * 4 + 2 * 9 + 0.5 * 0) / 4)
+    wc = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # (B, C, *S)
+    assert MSELoss()(out, target, weights=wc).item() == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match=r"mse: weights shape \(1, 1, 1, 1\) does not fit prediction shape "
+                                         r"\(1, 2, 1, 2\); expected \(1, 1, 1, 2\) or \(1, 2, 1, 2\)"):
+        MSELoss()(out, target, weights=torch.ones(1, 1, 1, 1))

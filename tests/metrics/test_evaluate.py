@@ -145,3 +145,38 @@ def test_bad_folders_and_classes_raise(tmp_path):
     _png(tmp_path / "pred/a.png", TRUTH)
     with pytest.raises(DensemedError, match=r"a\.png: class 2 is outside the 2 classes"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", num_classes=2)
+
+
+# Three classes on 4 x 4: class 1 (anterior) has 4 true pixels, 2 of them predicted; class 2 (posterior)
+# has 4 true pixels, all predicted plus 2 more. Dice: class 1 2*2/(4+2) = 2/3; class 2 2*4/(4+6) = 0.8.
+TRUTH3 = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
+PRED3 = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 2, 2, 2], [0, 2, 2, 2]])
+
+
+def test_class_names_label_the_table_and_the_json_while_keys_stay_indices(tmp_path):
+    _png(tmp_path / "truth/a.png", TRUTH3)
+    _png(tmp_path / "pred/a.png", PRED3)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "truth", num_classes=3,
+                           class_names={"0": "background", "1": "anterior", "2": "posterior"})
+    assert res["class_names"] == {"1": "anterior", "2": "posterior"}  # the scored classes
+    assert res["per_class"]["1"]["dice"] == pytest.approx(2 / 3)
+    assert res["per_class"]["2"]["dice"] == pytest.approx(0.8)
+    json.dumps(res, allow_nan=False)
+    rows = [line.split() for line in format_table(res).splitlines()]
+    assert ["a", "anterior", "0.6667"] == rows[2][:3] and ["a", "posterior", "0.8000"] == rows[3][:3]
+    assert ["mean", "anterior", "0.6667"] in [r[:3] for r in rows]
+    assert ["mean", "posterior", "0.8000"] in [r[:3] for r in rows]
+
+
+def test_unnamed_classes_fall_back_to_their_index(tmp_path):
+    _png(tmp_path / "truth/a.png", TRUTH3)
+    _png(tmp_path / "pred/a.png", PRED3)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "truth", num_classes=3, class_names={1: "anterior"})
+    assert res["class_names"] == {"1": "anterior", "2": "2"}
+    rows = [line.split()[:2] for line in format_table(res).splitlines()]
+    assert ["a", "anterior"] in rows and ["a", "2"] in rows
+    plain = evaluate_folders(tmp_path / "pred", tmp_path / "truth", num_classes=3)
+    assert plain["class_names"] is None
+    assert [line.split()[:2] for line in format_table(plain).splitlines()][2:4] == [["a", "1"], ["a", "2"]]
+    with pytest.raises(DensemedError, match="class_names: expected a mapping class index -> name"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", class_names={"one": "anterior"})

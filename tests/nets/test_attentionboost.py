@@ -59,18 +59,12 @@ def test_gradient_reaches_first_stage_through_every_stage():
     assert net.stages[0].encoders[0][0][0].weight.grad.abs().sum() > 0
 
 
-def test_attentionboost_overfits_one_batch():
+def test_attentionboost_overfits_one_batch(fit):
     torch.manual_seed(0)
     net = nets.build("attentionboost", in_channels=1, out_channels=2, base_width=4, depth=2, stages=2)
     x = torch.randn(2, 1, 32, 32)
     y = (x > 0).long().squeeze(1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = sum(F.cross_entropy(z, y) for z in net(x))
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(lambda: sum(F.cross_entropy(z, y) for z in net(x)), opt, 20)
     assert losses[-1] < 0.7 * losses[0]
 

@@ -71,19 +71,30 @@ def test_gradient_reaches_first_layer():
     assert net.features[0].weight.grad.abs().sum() > 0
 
 
-def test_deconvnet_overfits_one_batch():
+def test_deconvnet_overfits_one_batch(fit):
     torch.manual_seed(0)
     net = DeconvNet(1, 2, base_width=4, fc_width=16, fc_padding="same")
     y = F.interpolate((torch.rand(2, 1, 4, 4) > 0.5).float(), scale_factor=8)  # blocks of classes
     x = y + 0.3 * torch.randn(2, 1, 32, 32)
     y = y.long().squeeze(1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(lambda: F.cross_entropy(net(x), y), opt, 20)
     assert losses[-1] < 0.7 * losses[0]
 
+
+
+def test_switch_unpooling_equals_torch_max_unpool_values_and_gradients():
+    from densemed.nets.deconvnet import SwitchUnpool2d
+
+    torch.manual_seed(1)
+    for size in [(10, 14), (11, 15)]:  # an odd pre-pooling size too (its last row/column is never a switch)
+        p, idx = F.max_pool2d(torch.randn(2, 3, *size), 2, 2, return_indices=True)
+        a = p.clone().requires_grad_(True)
+        b = p.clone().requires_grad_(True)
+        ours = SwitchUnpool2d()(a, idx, size)
+        ref = F.max_unpool2d(b, idx, 2, 2, output_size=size)
+        torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+        g = torch.randn_like(ref)
+        ours.backward(g)
+        ref.backward(g)
+        torch.testing.assert_close(a.grad, b.grad, atol=0, rtol=0)

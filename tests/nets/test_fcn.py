@@ -86,7 +86,7 @@ def test_gradient_reaches_first_layer():
     assert g is not None and g.abs().sum() > 0
 
 
-def test_fcn8s_overfits_one_batch():
+def test_fcn8s_overfits_one_batch(fit):
     torch.manual_seed(0)
     net = nets.build("fcn8s", in_channels=1, out_channels=2, base_width=8, fc_width=32, dropout=0.0)
     # 8x8-pixel blocks of random classes plus noise: learnable at FCN-8s's stride-8 resolution
@@ -94,13 +94,7 @@ def test_fcn8s_overfits_one_batch():
     x = y + 0.3 * torch.randn(2, 1, 64, 64)
     y = y.long().squeeze(1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(25):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(lambda: F.cross_entropy(net(x), y), opt, 25)
     assert losses[-1] < 0.7 * losses[0]
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -26,31 +25,16 @@ LOSS = ("loss={name: multitask, tasks: {activation: {loss: {name: activation}, t
 POSITIVE = (2, 3, 4, 5)
 
 
-def _volumes(root: Path, n: int = 3, shape: tuple[int, int, int] = (8, 20, 14)) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for i in range(n):
-        img = rng.normal(100, 5, shape).astype(np.float32)
-        lab = np.zeros(shape, np.uint8)
-        lab[2:6, 4:10, 3:9], lab[2:6, 10:15, 3:9] = 1, 2
-        img[lab > 0] += 60
-        nib.save(nib.Nifti1Image(img, np.eye(4)), str(root / "images" / f"v{i}.nii.gz"))
-        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(root / "labels" / f"v{i}.nii.gz"))
-    return root
+@pytest.fixture
+def args(sliced_args):
+    """``args(data, *extra)``: the ``--set`` arguments of this module's sliced-volume recipe."""
+    return functools.partial(sliced_args, "task={name: classify_seg}", NET, LOSS)
 
 
-def _args(data: Path, *extra: str) -> list[str]:
-    return ["task={name: classify_seg}", f"data.root={data}", "data.dims=3", "data.num_classes=3",
-            "data.patch_size=[1,24,16]", "data.normalize=percentile", "data.percentiles=[0,100]",
-            "data.batch_size=2", "data.samples_per_epoch=4", "data.val_fraction=0.34", NET, LOSS,
-            "train.progress=false", *extra]
-
-
-def test_cli_trains_predicts_and_evaluates_classes_beside_dice(tmp_path, capsys):
-    data = _volumes(tmp_path / "data")
+def test_cli_trains_predicts_and_evaluates_classes_beside_dice(tmp_path, capsys, args, volumes):
+    data = volumes(tmp_path / "data")
     run, pred = tmp_path / "run", tmp_path / "pred"
-    assert main(["train", "--set", *_args(data, "train.epochs=1", f"train.out={run}")]) == 0
+    assert main(["train", "--set", *args(data, "train.epochs=1", f"train.out={run}")]) == 0
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"val_loss", "val_dice", "val_accuracy", "val_auc", "val_accuracy_seg", "val_auc_seg"} <= set(rec)
     assert rec["val_score"] == pytest.approx((rec["val_dice"] + rec["val_accuracy"]) / 2)
@@ -81,14 +65,14 @@ def test_cli_trains_predicts_and_evaluates_classes_beside_dice(tmp_path, capsys)
     assert "confusion [[TN, FP], [FN, TP]]" in capsys.readouterr().out
 
 
-def _task_and_module(data: Path, *extra: str):
-    cfg = config.load(None, _args(data, *extra))
+def _task_and_module(argv: list[str]):
+    cfg = config.load(None, argv)
     task = tasks.build(cfg)
     return task, task.training_module(build_model(cfg, 1), build_loss(cfg), torch.device("cpu"))
 
 
-def test_rule_classes_are_per_slice_of_the_sample(tmp_path):
-    task, module = _task_and_module(tmp_path)
+def test_rule_classes_are_per_slice_of_the_sample(tmp_path, args):
+    task, module = _task_and_module(args(tmp_path))
     label = torch.zeros(2, 1, 3, 6, 5, dtype=torch.long)
     label[0, 0, 1, 2, 2] = 2  # one foreground voxel in slice 1 of sample 0
     label[1, 0, 0] = 1
@@ -101,12 +85,12 @@ def test_rule_classes_are_per_slice_of_the_sample(tmp_path):
     assert slice_classes(lab, 1).tolist() == [0, 1, 0, 0] and slice_classes(lab[0], None).tolist() == [0]
 
 
-def test_csv_classes_travel_as_a_map_and_a_missing_row_is_one_line_exit_2(tmp_path, capsys):
-    data = _volumes(tmp_path / "data", n=2)
+def test_csv_classes_travel_as_a_map_and_a_missing_row_is_one_line_exit_2(tmp_path, capsys, args, volumes):
+    data = volumes(tmp_path / "data", n=2)
     table = tmp_path / "classes.csv"
     rows = [f"v{i},{k},{(k + i) % 2}" for i in range(2) for k in range(8)]
     table.write_text("case,slice,class\n" + "\n".join(rows) + "\n")
-    cfg = config.load(None, _args(data, f"task={{name: classify_seg, csv: {table}, slice_axis: 0}}"))
+    cfg = config.load(None, args(data, f"task={{name: classify_seg, csv: {table}, slice_axis: 0}}"))
     task = tasks.build(cfg)
     case = task.load_case("v1", data / "images" / "v1.nii.gz", data / "labels" / "v1.nii.gz")
     assert task.case_classes(case, 0).tolist() == [(k + 1) % 2 for k in range(8)]
@@ -115,22 +99,22 @@ def test_csv_classes_travel_as_a_map_and_a_missing_row_is_one_line_exit_2(tmp_pa
     assert task.with_classes(patch, 0)["class_label"].tolist() == [[(k + 1) % 2 for k in range(8)]]
 
     table.write_text("case,slice,class\n" + "\n".join(r for r in rows if r != "v1,3,0") + "\n")
-    args = _args(data, f"task={{name: classify_seg, csv: {table}, slice_axis: 0}}", f"train.out={tmp_path / 'r'}")
-    assert main(["train", "--set", *args]) == 2
+    argv = args(data, f"task={{name: classify_seg, csv: {table}, slice_axis: 0}}", f"train.out={tmp_path / 'r'}")
+    assert main(["train", "--set", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{table}: no class for case 'v1' slice 3" in err
 
 
-def test_a_csv_on_volumes_needs_the_slice_axis(tmp_path):
+def test_a_csv_on_volumes_needs_the_slice_axis(tmp_path, args):
     from densemed.errors import DensemedError
 
     with pytest.raises(DensemedError, match="task.slice_axis: needed with task.csv on volumes"):
-        config.load(None, _args(tmp_path, "task={name: classify_seg, csv: x.csv}"))
+        config.load(None, args(tmp_path, "task={name: classify_seg, csv: x.csv}"))
 
 
-def test_per_slice_scores_reach_the_activation_loss_as_b_times_d_samples(tmp_path):
-    task, module = _task_and_module(tmp_path, "loss={name: multitask, tasks: {activation: "
-                                              "{loss: {name: activation}, target: class_label}}}")
+def test_per_slice_scores_reach_the_activation_loss_as_b_times_d_samples(tmp_path, args):
+    task, module = _task_and_module(args(tmp_path, "loss={name: multitask, tasks: {activation: "
+                                              "{loss: {name: activation}, target: class_label}}}"))
     # (B=2, 2, D=2): act[b, c, d] is a_c of slice d of sample b
     act = torch.tensor([[[0.2, 0.9], [0.7, 0.1]], [[0.5, 0.4], [0.3, 0.3]]])
     y = torch.tensor([[1, 0], [0, 1]])
@@ -141,11 +125,11 @@ def test_per_slice_scores_reach_the_activation_loss_as_b_times_d_samples(tmp_pat
     assert float(loss) == pytest.approx(float(ActivationLoss()(samples, torch.tensor([1, 0, 0, 1]))))
 
 
-def test_without_class_input_the_network_gets_no_label(tmp_path):
-    task, module = _task_and_module(tmp_path, "task.class_input=false")
+def test_without_class_input_the_network_gets_no_label(tmp_path, args):
+    task, module = _task_and_module(args(tmp_path, "task.class_input=false"))
     batch = {"image": torch.zeros(1, 1, 1, 8, 8), "class_label": torch.ones(1, 1, dtype=torch.long)}
     assert task.model_args(module.model, batch)[1] is None
-    task, module = _task_and_module(tmp_path)
+    task, module = _task_and_module(args(tmp_path))
     assert task.model_args(module.model, batch)[1] is batch["class_label"]
 
 
@@ -189,3 +173,20 @@ def test_2d_images_get_one_class_each_through_the_cli(tmp_path):
                  "--json", str(out)]) == 0
     c = json.loads(out.read_text())["classification"]
     assert c["n"] == 4 and c["positives"] == 2
+
+
+def test_a_2d_image_without_a_class_row_is_one_line_exit_2(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(root / "images" / f"g{i}.png")
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "labels" / f"g{i}.png")
+    table = tmp_path / "classes.csv"
+    table.write_text("case,class\ng0,0\ng2,1\n")  # no row for g1
+    args = [f"task={{name: classify_seg, csv: {table}}}", f"data.root={root}", "data.patch_size=[16,16]",
+            "model={name: classnseg, encoder_channels: [2, 2, 4, 4, 8], trunk_layers: 2}", LOSS,
+            "train.epochs=1", "train.progress=false", f"train.out={tmp_path / 'run'}"]
+    assert main(["train", "--set", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{table}: no class for case 'g1' (task.csv needs a row per image)" in err

@@ -7,7 +7,7 @@ one seed gives one output on every device. Only the drawn parameters move to the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,16 @@ def uniform(n: int | Sequence[int], low: float, high: float, generator: Generato
 def coin(n: int, p: float, generator: Generator) -> torch.Tensor:
     """``n`` independent Bernoulli(``p``) draws as a bool tensor on the CPU."""
     return torch.rand(n, generator=generator, dtype=torch.float64) < p
+
+
+def coin_or_one(n: int, p: float, value_range: tuple[float, float], generator: Generator) -> torch.Tensor:
+    """``n`` float64 factors: uniform in ``value_range`` with probability ``p`` each, else 1 (untouched).
+
+    Draws the coins first, then ``n`` uniform values whatever the coins say (one seed, one output).
+    """
+    apply = coin(n, p, generator)
+    f = uniform(n, *value_range, generator)
+    return torch.where(apply, f, torch.ones_like(f))
 
 
 def device_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -111,3 +121,22 @@ def as_compute(x: torch.Tensor) -> torch.Tensor:
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Shape a (B,) parameter as (B, 1, 1, ...) on ``like``'s device and dtype for broadcasting."""
     return v.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def on_samples(
+    image: torch.Tensor, selected: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Copy of ``image`` with ``fn`` applied to the samples where ``selected`` (B,) is True.
+
+    ``fn(sub, idx)`` gets those samples ``sub`` (compute dtype, see :func:`as_compute`) and their
+    CPU indices ``idx`` (to pick per-sample parameters) and returns their new values. With no
+    sample selected ``image`` itself is returned; otherwise a copy in ``image``'s dtype.
+    """
+    idx = selected.nonzero().flatten()
+    if len(idx) == 0:
+        return image
+    x = as_compute(image)
+    x = x.clone() if x is image else x
+    d = idx.to(x.device)
+    x[d] = fn(x[d], idx)
+    return x.to(image.dtype)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from densemed.augment._common import Generator, as_compute, check_p, coin, pair, uniform
+from densemed.augment._common import Generator, check_p, coin, on_samples, pair, uniform
 from densemed.errors import DensemedError
 
 
@@ -49,16 +49,13 @@ class Blur:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Blurred copy of ``image``."""
-        idx = (self.sigma > 0).nonzero().flatten()
-        if len(idx) == 0:
-            return image
-        x = as_compute(image)
-        x = x.clone() if x is image else x
-        d = idx.to(x.device)
-        sub = x[d]
+        return on_samples(image, self.sigma > 0, self._blur)
+
+    def _blur(self, sub: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Selected samples ``sub`` blurred with their sigmas."""
         n, c, *size = sub.shape
         radius = max(1, math.ceil(3 * float(self.sigma[idx].max())))
-        kern = gaussian_kernels(self.sigma[idx], radius).to(device=x.device, dtype=x.dtype)
+        kern = gaussian_kernels(self.sigma[idx], radius).to(device=sub.device, dtype=sub.dtype)
         kern = kern.repeat_interleave(c, dim=0)  # (n*c, k): one kernel per sample and channel
         y = sub.reshape(1, n * c, *size)
         conv = F.conv2d if len(size) == 2 else F.conv3d
@@ -69,8 +66,7 @@ class Blur:
             pad[2 * (len(size) - 1 - axis)] = pad[2 * (len(size) - 1 - axis) + 1] = radius
             mode = "reflect" if size[axis] > radius else "replicate"
             y = conv(F.pad(y, pad, mode=mode), kern.view(shape), groups=n * c)
-        x[d] = y.view(n, c, *size)
-        return x.to(image.dtype)
+        return y.view(n, c, *size)
 
 
 class RandomBlur:

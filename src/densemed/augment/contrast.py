@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from densemed.augment._common import Generator, as_compute, check_p, coin, pair, per_sample, uniform
+from densemed.augment._common import Generator, check_p, coin_or_one, on_samples, pair, per_sample
 
 
 class Contrast:
@@ -33,16 +33,12 @@ class Contrast:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Copy of ``image`` with scaled contrast."""
-        idx = (self.factor != 1).nonzero().flatten()
-        if len(idx) == 0:
-            return image
-        x = as_compute(image)
-        x = x.clone() if x is image else x
-        d = idx.to(x.device)
-        sub = x[d]
+        return on_samples(image, self.factor != 1, self._scale)
+
+    def _scale(self, sub: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Selected samples ``sub`` scaled about their channel means."""
         mean = sub.mean(dim=tuple(range(2, sub.ndim)), keepdim=True)
-        x[d] = (sub - mean) * per_sample(self.factor[idx], sub) + mean
-        return x.to(image.dtype)
+        return (sub - mean) * per_sample(self.factor[idx], sub) + mean
 
 
 class RandomContrast:
@@ -54,6 +50,4 @@ class RandomContrast:
 
     def sample(self, batch_size: int, generator: Generator = None) -> Contrast:
         """Draw per-sample factors."""
-        apply = coin(batch_size, self.p, generator)
-        f = uniform(batch_size, *self.range, generator)
-        return Contrast(torch.where(apply, f, torch.ones_like(f)))
+        return Contrast(coin_or_one(batch_size, self.p, self.range, generator))

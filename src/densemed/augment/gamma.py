@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from densemed.augment._common import Generator, as_compute, check_p, coin, pair, per_sample, uniform
+from densemed.augment._common import Generator, check_p, coin_or_one, on_samples, pair, per_sample
 
 
 class Gamma:
@@ -38,18 +38,14 @@ class Gamma:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Gamma-corrected copy of ``image``."""
-        idx = (self.gamma != 1).nonzero().flatten()
-        if len(idx) == 0:
-            return image
-        x = as_compute(image)
-        x = x.clone() if x is image else x
-        d = idx.to(x.device)
-        sub = x[d]
+        return on_samples(image, self.gamma != 1, self._power)
+
+    def _power(self, sub: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Selected samples ``sub`` under their gammas."""
         axes = tuple(range(2, sub.ndim))
         lo, hi = sub.amin(dim=axes, keepdim=True), sub.amax(dim=axes, keepdim=True)
         span = (hi - lo).clamp_min(1e-8)  # constant channels stay constant
-        x[d] = lo + span * ((sub - lo) / span).clamp(0, 1) ** per_sample(self.gamma[idx], sub)
-        return x.to(image.dtype)
+        return lo + span * ((sub - lo) / span).clamp(0, 1) ** per_sample(self.gamma[idx], sub)
 
 
 class RandomGamma:
@@ -61,6 +57,4 @@ class RandomGamma:
 
     def sample(self, batch_size: int, generator: Generator = None) -> Gamma:
         """Draw per-sample exponents."""
-        apply = coin(batch_size, self.p, generator)
-        g = uniform(batch_size, *self.range, generator)
-        return Gamma(torch.where(apply, g, torch.ones_like(g)))
+        return Gamma(coin_or_one(batch_size, self.p, self.range, generator))

@@ -13,11 +13,11 @@ import torch
 
 from densemed.augment._common import (
     Generator,
-    as_compute,
     check_p,
     coin,
     device_generator,
     draw_seed,
+    on_samples,
     pair,
     per_sample,
     uniform,
@@ -47,17 +47,13 @@ class Noise:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Noisy copy of ``image``."""
-        idx = (self.std > 0).nonzero().flatten()
-        if len(idx) == 0:
-            return image
-        x = as_compute(image)
-        x = x.clone() if x is image else x
-        g = device_generator(self.seed, x.device)
-        sub = x[idx.to(x.device)]
-        noise = torch.randn(sub.shape, generator=g, device=x.device, dtype=x.dtype)
-        sub = sub + noise * per_sample(self.std[idx], sub)
-        x[idx.to(x.device)] = sub
-        return x.to(image.dtype)
+        return on_samples(image, self.std > 0, self._add)
+
+    def _add(self, sub: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Selected samples ``sub`` plus their noise."""
+        g = device_generator(self.seed, sub.device)
+        noise = torch.randn(sub.shape, generator=g, device=sub.device, dtype=sub.dtype)
+        return sub + noise * per_sample(self.std[idx], sub)
 
 
 class RandomNoise:

@@ -53,22 +53,16 @@ import numpy as np
 from scipy import ndimage
 
 from densemed.data.io import read_image, read_label
-from densemed.data.layouts import DatasetIndex, scan
+from densemed.data.layouts import DatasetIndex, Issue, scan
 from densemed.errors import DensemedError
 from densemed.typing import PathType
 
 
-@dataclass
-class Problem:
-    """One problem, with the file that has it; ``fatal`` when it would break training."""
+class Problem(Issue):
+    """One problem, with the file that has it; ``fatal`` when it would break training.
 
-    path: Path
-    kind: str
-    message: str
-    fatal: bool = True
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+    The fields of :class:`densemed.data.layouts.Issue`: ``path``, ``kind``, ``message``, ``fatal``.
+    """
 
 
 @dataclass

@@ -26,7 +26,14 @@ from torch.utils.data import Dataset
 from densemed.config import Config, DataConfig, resolve_data_root
 from densemed.data.cache import cached_loader
 from densemed.data.io import ImageMeta, is_supported, read_label, split_name
-from densemed.data.layouts import CaseFiles, DatasetIndex, detect_layout, read_case_image, scan
+from densemed.data.layouts import (
+    CaseFiles,
+    DatasetIndex,
+    detect_layout,
+    raise_first_fatal,
+    read_case_image,
+    scan,
+)
 from densemed.data.normalize import normalize
 from densemed.errors import DensemedError
 
@@ -352,10 +359,7 @@ def discover_cases(root: Path, d: DataConfig, labelled: bool = True) -> DatasetI
             p.is_file() and is_supported(p) and not p.name.startswith(".") for p in img_dir.iterdir()):
         raise DensemedError(f"{img_dir}: no images found (PNG, TIFF or NIfTI expected)")
     index = scan(root, layout, "train", d.image_dir, d.label_dir)
-    fatal = [i for i in index.issues if i.fatal]
-    if fatal:
-        more = f" (and {len(fatal) - 1} more problems; run `densemed check {root}`)" if len(fatal) > 1 else ""
-        raise DensemedError(f"{fatal[0]}{more}")
+    raise_first_fatal(index.issues, f"densemed check {root}")
     if not index.cases:
         raise DensemedError(f"{root}: no training cases found ({index.layout} layout)")
     return index
@@ -403,13 +407,17 @@ def sample_patch(
 
 
 def case_sample(case: Case, start: Sequence[int], size: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The crop of ``case`` at ``start`` of ``size`` as tensors."""
-    out = {"image": torch.from_numpy(np.ascontiguousarray(_crop(case.image, start, size)))}
+    """The crop of ``case`` at ``start`` of ``size`` as tensors.
+
+    Always copies: a crop covering a whole array would otherwise be a view that keeps a cached
+    case's memory map (and its file descriptor) open for as long as the patch lives.
+    """
+    out = {"image": torch.from_numpy(np.array(_crop(case.image, start, size), order="C"))}
     if case.label is not None:
-        out["label"] = torch.from_numpy(np.ascontiguousarray(_crop(case.label, start, size)))[None]
+        out["label"] = torch.from_numpy(np.array(_crop(case.label, start, size), order="C"))[None]
     for key, arr in case.maps.items():
         if not key.startswith("_"):
-            out[key] = torch.from_numpy(np.ascontiguousarray(_crop(arr, start, size)))
+            out[key] = torch.from_numpy(np.array(_crop(arr, start, size), order="C"))
     return out
 
 

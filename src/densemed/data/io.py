@@ -237,6 +237,25 @@ def write_error(path: PathType, exc: BaseException) -> WriteFailed:
     return WriteFailed(f"{path}: cannot write ({reason}); {kept}")
 
 
+def write_text_atomic(path: PathType, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (a run's ``config.yaml``, ``metrics.jsonl``).
+
+    A write that fails (a full disk, a read-only folder) raises :func:`write_error`'s one line
+    naming ``path``; the previous file stays as it was and no temporary file remains.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def remove_stale_temporaries(folder: PathType) -> list[Path]:
     """Delete the temporary files ``.<name>.tmp<pid>[suffix]`` that writers of dead processes left in ``folder``.
 

@@ -190,13 +190,22 @@ def discover(
         a
     """
     index = scan(root, layout, split, image_dir, label_dir)
-    fatal = [i for i in index.issues if i.fatal]
-    if fatal:
-        more = f" (and {len(fatal) - 1} more problems; run `densemed check`)" if len(fatal) > 1 else ""
-        raise DensemedError(f"{fatal[0]}{more}")
+    raise_first_fatal(index.issues)
     if not index.cases:
         raise DensemedError(f"{index.root}: no {split} cases found ({index.layout} layout)")
     return index
+
+
+def raise_first_fatal(issues: list[Issue], check_command: str = "densemed check") -> None:
+    """Raise the first fatal issue, with the count of the others and a pointer to ``check_command``.
+
+    Raises:
+        DensemedError: ``"<file>: <message> (and N more problems; run `densemed check`)"``.
+    """
+    fatal = [i for i in issues if i.fatal]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more problems; run `{check_command}`)" if len(fatal) > 1 else ""
+        raise DensemedError(f"{fatal[0]}{more}")
 
 
 def scan(

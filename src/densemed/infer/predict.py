@@ -100,6 +100,21 @@ def model_in_channels(model: nn.Module | Any) -> int | None:
     return None
 
 
+def check_finite_outputs(outputs: torch.Tensor, where: Any) -> None:
+    """Refuse outputs holding NaN or infinite values (the input itself was checked finite before).
+
+    Such outputs come from the network: weights of a diverged run, or an overflow in reduced
+    precision. Written out, they would become arbitrary labels; the line names the input and the
+    counts instead.
+    """
+    bad = ~torch.isfinite(outputs)
+    if bool(bad.any()):
+        n_nan, n_inf = int(torch.isnan(outputs).sum()), int(torch.isinf(outputs).sum())
+        raise DensemedError(f"{where}: the network's outputs hold {n_nan} NaN and {n_inf} infinite values "
+                            f"(of {outputs.numel()}); the checkpoint's weights may be NaN (a diverged run) "
+                            "or the input overflows them")
+
+
 class Predictor:
     """A trained model with its recipe: arrays or files in, predictions out.
 
@@ -149,14 +164,21 @@ class Predictor:
             where: the input's name, for messages.
             tta: flip test-time augmentation (default ``infer.tta``).
 
+        Raises:
+            DensemedError: other channels than the network's, NaN or infinite intensities, or
+                outputs that are not finite (:func:`check_finite_outputs`); the line names ``where``.
+
         Returns:
             ``x``: the normalised network input ``(1, C, *S')`` (``S'`` after resampling);
             ``outputs``: the task's activated outputs ``(1, K, *S)`` on the CPU, on the input grid;
             the per-channel normalisation ``(shift, scale)``.
         """
+        from densemed.data.dataset import check_finite
+
         d = self.cfg.data
         if self.in_channels is not None and image.shape[0] != self.in_channels:
             raise DensemedError(f"{where}: image has {image.shape[0]} channels, the model expects {self.in_channels}")
+        check_finite(image, [where])  # NaN/inf intensities: the same line as training and densemed check
         orig = image.shape[1:]
         if d.target_spacing and spacing:
             from densemed.data.dataset import resample
@@ -165,6 +187,7 @@ class Predictor:
         x = torch.from_numpy(normalize(image, d.normalize, d.percentiles, d.window))[None]
         shift, scale, _ = intensity_params(image, d.normalize, d.percentiles, d.window)
         outputs = self.task.infer(self.model, x, self.device, tta)
+        check_finite_outputs(outputs, where)
         if tuple(outputs.shape[2:]) != tuple(orig):  # back to the input grid after resampling
             outputs = F.interpolate(outputs, size=orig, mode="trilinear" if d.dims == 3 else "bilinear")
         return x, outputs, (shift, scale)

@@ -223,6 +223,30 @@ def _blend_full(
     return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in grid.size)]
 
 
+def _windows_of(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    window: Sequence[int],
+    overlap: float,
+    batch_size: int,
+    blend: str,
+    device: torch.device | str | None,
+    out_device: torch.device | str | None,
+    margin: int,
+    amp: AmpSpec,
+) -> tuple[_Grid, Iterator[tuple[int, tuple[int, ...], torch.Tensor]], torch.device]:
+    """The window grid of ``image``, the stream of its weighted predictions, and the output device.
+
+    ``device`` and ``out_device`` default to the image's device; the arguments are those of
+    :func:`sliding_window`.
+    """
+    device = torch.device(device) if device is not None else image.device
+    out_device = torch.device(out_device) if out_device is not None else image.device
+    autocast = amp_dtype(amp, device)
+    grid = _grid(image, window, overlap, blend, margin, out_device)
+    return grid, _weighted_windows(predict, grid, batch_size, device, out_device, autocast), out_device
+
+
 def sliding_window(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -260,12 +284,8 @@ def sliding_window(
         >>> print(y.shape)
         torch.Size([1, 3, 50, 37])
     """
-    device = torch.device(device) if device is not None else image.device
-    out_device = torch.device(out_device) if out_device is not None else image.device
-    autocast = amp_dtype(amp, device)
-    grid = _grid(image, window, overlap, blend, margin, out_device)
-    stream = _weighted_windows(predict, grid, batch_size, device, out_device, autocast)
-    return _blend_full(stream, grid, image.shape[0], out_device)
+    grid, stream, out = _windows_of(predict, image, window, overlap, batch_size, blend, device, out_device, margin, amp)
+    return _blend_full(stream, grid, image.shape[0], out)
 
 
 def label_dtype(n_classes: int) -> torch.dtype:
@@ -407,11 +427,9 @@ def sliding_window_labels(
     """
     if max_bytes is not None and max_bytes < 0:
         raise DensemedError(f"sliding_window_labels: max_bytes must be >= 0 or None, got {max_bytes}")
-    device = torch.device(device) if device is not None else image.device
-    out_device = torch.device(out_device) if out_device is not None else image.device
-    autocast = amp_dtype(amp, device)
-    grid = _grid(image, window, overlap, blend, margin, out_device)
-    stream = _weighted_windows(predict, grid, batch_size, device, out_device, autocast)
+    grid, stream, out_device = _windows_of(
+        predict, image, window, overlap, batch_size, blend, device, out_device, margin, amp
+    )
     first = next(stream)  # the class count is known only once the network has run
     n_img, n_cls = image.shape[0], first[2].shape[0]
     full_bytes = 4 * n_img * n_cls * math.prod(grid.padded)

@@ -41,9 +41,6 @@ class ActivationLoss(Loss):
     #: the multi-task loss hands the target over as float (labels 0/1), without rounding it to a map
     regression = True
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -102,9 +102,6 @@ class NonSaturatingGANLoss(AdversarialLoss):
         0.6931
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-
     def term(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
         """``-log sigmoid(x)`` for real, ``-log(1 - sigmoid(x))`` for fake, in the stable softplus form."""
         return F.softplus(-logits if real else logits)
@@ -125,9 +122,6 @@ class LeastSquaresGANLoss(AdversarialLoss):
         >>> print(loss.discriminator(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item())
         0.0
     """
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
 
     def term(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
         """Squared distance to the target score 1 (real) or 0 (fake)."""

@@ -48,9 +48,6 @@ class BCELoss(Loss):
         tensor(0.6931)
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -68,9 +65,6 @@ class CrossEntropyLoss(Loss):
     Shape:
         logits ``(B, C, *S)``, target ``(B, 1, *S)`` indices or ``(B, C, *S)`` one-hot -> scalar.
     """
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
 
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None

@@ -21,7 +21,15 @@ from densemed.losses.registry import Loss, register
 
 
 class _RegionLoss(Loss):
-    def __init__(self, include_background: bool, smooth: float, batch: bool, reduction: str) -> None:
+    """Base of the region losses: the options shared by Dice, Generalized Dice and Tversky."""
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        smooth: float = 1e-5,
+        batch: bool = False,
+        reduction: str = "mean",
+    ) -> None:
         super().__init__(reduction)
         if smooth < 0:
             raise DensemedError(f"loss.smooth: must be >= 0, got {smooth}")
@@ -49,15 +57,6 @@ class DiceLoss(_RegionLoss):
         tensor(0.5000)
     """
 
-    def __init__(
-        self,
-        include_background: bool = True,
-        smooth: float = 1e-5,
-        batch: bool = False,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__(include_background, smooth, batch, reduction)
-
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -80,15 +79,6 @@ class GeneralizedDiceLoss(_RegionLoss):
     Shape:
         logits ``(B, C, *S)``, target ``(B, 1, *S)`` or ``(B, C, *S)`` -> scalar.
     """
-
-    def __init__(
-        self,
-        include_background: bool = True,
-        smooth: float = 1e-5,
-        batch: bool = False,
-        reduction: str = "mean",
-    ) -> None:
-        super().__init__(include_background, smooth, batch, reduction)
 
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None

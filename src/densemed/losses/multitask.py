@@ -47,8 +47,11 @@ class MSELoss(Loss):
     """Mean squared error for regression heads (distance maps), optionally weighted per pixel.
 
     Shape:
-        output ``(B, C, *S)``, target ``(B, C, *S)`` (or ``(B, 1, *S)``, broadcast), weights
-        ``(B, 1, *S)`` -> scalar (``reduction="none"``: ``(B, C, *S)``).
+        output ``(B, C, *S)``, target of the same shape, weights ``(B, 1, *S)`` (the same for
+        every channel) or ``(B, C, *S)`` -> scalar (``reduction="none"``: ``(B, C, *S)``).
+        Nothing else is broadcast: a target or weights of any other shape raises a
+        :class:`ValueError` naming both shapes (a silently broadcast target trains on the wrong
+        pairs).
 
     Example:
         >>> loss = MSELoss()
@@ -59,20 +62,23 @@ class MSELoss(Loss):
     accepts_weights = True
     regression = True
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Squared error of ``output`` against ``target``, optionally weighted per pixel, then reduced."""
         if not isinstance(output, torch.Tensor):
             raise ValueError(f"mse takes one tensor, got {type(output).__name__}")
-        same_grid = target.shape[0] == output.shape[0] and target.shape[2:] == output.shape[2:]
-        if not same_grid or target.shape[1] not in (1, output.shape[1]):
-            raise ValueError(f"mse: target {tuple(target.shape)} does not match output {tuple(output.shape)}")
+        if not isinstance(target, torch.Tensor):
+            raise ValueError(f"mse: the target must be a tensor, got {type(target).__name__}")
+        if target.shape != output.shape:
+            raise ValueError(f"mse: prediction shape {tuple(output.shape)} and target shape {tuple(target.shape)} "
+                             "differ; they must be equal (no broadcasting)")
         err = (output - target.to(output.dtype)) ** 2
         if weights is not None:
+            one_channel = (*output.shape[:1], 1, *output.shape[2:]) if output.dim() >= 2 else tuple(output.shape)
+            if tuple(weights.shape) not in (tuple(output.shape), one_channel):
+                raise ValueError(f"mse: weights shape {tuple(weights.shape)} does not fit prediction shape "
+                                 f"{tuple(output.shape)}; expected {one_channel} or {tuple(output.shape)}")
             err = err * weights.to(err.dtype)
         if self.reduction == "none":
             return err

@@ -19,6 +19,11 @@ Means: every mean is a ``nanmean``: NaN values (HD95/ASD of an empty class) are 
 over all (image, class) pairs; ``per_class`` is over images; ``pooled`` scores the counts summed
 over all images (every pixel weighs equally). NaN is stored as ``None`` so that the result is
 strict JSON.
+
+Class names: given ``class_names`` (a recipe's ``data.class_names``), the result's
+``class_names`` maps every scored class (as a string key, like ``per_class``) to its name, an
+unnamed class to its index; the table shows the names in its ``class`` column. The keys of
+``per_class`` and ``pooled`` stay the class indices.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def evaluate_folders(
     num_classes: int | None = None,
     label_map: Mapping[int, int] | None = None,
     include_background: bool = False,
+    class_names: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """Per-image, per-class and mean segmentation metrics of a prediction folder.
 
@@ -101,6 +107,7 @@ def evaluate_folders(
         num_classes: number of classes; None = largest class index found + 1 (at least 2).
         label_map: raw truth value -> class index (keys may be strings, e.g. from YAML/JSON).
         include_background: also score class 0.
+        class_names: class index -> name (keys may be strings); None: classes shown by index.
 
     Returns:
         A JSON-serialisable dict::
@@ -111,7 +118,8 @@ def evaluate_folders(
                          "per_class": {"1": {metric: value}}, "mean": {metric: value}}],
              "per_class": {"1": {metric: mean over images}},
              "mean": {metric: mean over (image, class)}, "nan_count": {metric: int},
-             "pooled": {"1": {"dice", "iou", "precision", "recall"}}, "unmatched_predictions": [...]}
+             "pooled": {"1": {"dice", "iou", "precision", "recall"}}, "unmatched_predictions": [...],
+             "class_names": {"1": "cell"} or None}
 
         ``units`` is ``"physical"`` when a NIfTI header gives the spacing (HD95/ASD then in the
         header's units, usually mm), else ``"pixels"``. Undefined values (NaN) are ``None``.
@@ -126,6 +134,7 @@ def evaluate_folders(
             label_map = {int(k): int(v) for k, v in label_map.items()}
         except (TypeError, ValueError):
             raise DensemedError(f"label_map: keys and values must be integers, got {label_map!r}") from None
+    names = _class_names(class_names)
     truths = _list_files(truth_dir, "truth")
     preds = _list_files(pred_dir, "prediction")
     if not truths:
@@ -222,8 +231,25 @@ def evaluate_folders(
             str(c): {m: float(fn(pooled_stats)[c]) for m, fn in _OVERLAP.items()} for c in classes
         },
         "unmatched_predictions": [str(p) for stem, p in preds.items() if stem not in truths],
+        "class_names": None if names is None else {str(c): names.get(c, str(c)) for c in classes},
     }
     return result
+
+
+def _class_names(class_names: Mapping[Any, Any] | None) -> dict[int, str] | None:
+    """``{index: name}`` with integer keys, or None; a key that is not a class index is an error."""
+    if class_names is None:
+        return None
+    try:
+        return {int(k): str(v) for k, v in class_names.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise DensemedError(f"class_names: expected a mapping class index -> name, got {class_names!r}") from None
+
+
+def class_label(result: Mapping[str, Any], cls: str) -> str:
+    """How class ``cls`` (a key of ``per_class``) is shown: its name when the result has one, else the index."""
+    names = result.get("class_names") or {}
+    return str(names.get(cls, cls))
 
 
 def _fmt(x: float | None) -> str:
@@ -234,26 +260,30 @@ def format_table(result: Mapping[str, Any]) -> str:
     """Plain-text table of an :func:`evaluate_folders` result: one row per image and class, then means.
 
     With one scored class the rows are per image; with several, a row per (image, class) and
-    per-class means. The last lines give the overall mean and how NaNs were counted.
+    per-class means. The ``class`` column shows the class names of ``result["class_names"]``
+    where the result has them, else the indices. The last lines give the overall mean and how
+    NaNs were counted.
     """
     metrics = list(result["metrics"])
     classes = [str(c) for c in result["classes"]]
+    label = {c: class_label(result, c) for c in classes}
     multi = len(classes) > 1
     name_w = max([len("image")] + [len(im["name"]) for im in result["images"]] + [len("mean")])
-    header = f"{'image':<{name_w}}  {'class':>5}  " + "  ".join(f"{m:>9}" for m in metrics)
+    cls_w = max([5] + [len(v) for v in label.values()])
+    header = f"{'image':<{name_w}}  {'class':>{cls_w}}  " + "  ".join(f"{m:>9}" for m in metrics)
     lines = [header, "-" * len(header)]
 
     def row(name: str, cls: str, vals: Mapping[str, float | None]) -> str:
-        return f"{name:<{name_w}}  {cls:>5}  " + "  ".join(f"{_fmt(vals[m]):>9}" for m in metrics)
+        return f"{name:<{name_w}}  {cls:>{cls_w}}  " + "  ".join(f"{_fmt(vals[m]):>9}" for m in metrics)
 
     for im in result["images"]:
         for c in classes:
-            lines.append(row(im["name"], c, im["per_class"][c]))
+            lines.append(row(im["name"], label[c], im["per_class"][c]))
     lines.append("-" * len(header))
     if multi:
         for c in classes:
-            lines.append(row("mean", c, result["per_class"][c]))
-    lines.append(row("mean", "all" if multi else classes[0], result["mean"]))
+            lines.append(row("mean", label[c], result["per_class"][c]))
+    lines.append(row("mean", "all" if multi else label[classes[0]], result["mean"]))
     units = {im["units"] for im in result["images"]}
     unit_txt = "physical units of the NIfTI header (usually mm)" if units == {"physical"} else (
         "pixels" if units == {"pixels"} else "physical units for NIfTI files, pixels for the others"

@@ -13,7 +13,12 @@ pre-pooling size is
     ``u[b, c, m[b, c, i, j]] = p[b, c, i, j]`` and 0 elsewhere,
 
 a sparse map that keeps each activation at the location it came from; the following transposed
-convolutions densify it. Implemented with ``MaxPool2d(return_indices=True)`` and ``MaxUnpool2d``.
+convolutions densify it. Implemented with ``MaxPool2d(return_indices=True)`` and
+:class:`SwitchUnpool2d`: the formula above as one ``scatter`` on the flattened map. It equals
+``MaxUnpool2d(2, 2)(p, m, output_size=...)`` (the 2x2 windows do not overlap, so no two switches
+collide; see ``tests/nets/test_deconvnet.py``) but, unlike it, traces into an ONNX graph
+(``ScatterElements``) for ``densemed export``: ``max_unpool2d`` checks ``output_size`` against the
+input size with Python comparisons that fail on traced sizes.
 
 Decoder widths mirror the encoder: level 5 ``8w, 8w, 8w``; level 4 ``8w, 8w, 4w``; level 3
 ``4w, 4w, 2w``; level 2 ``2w, w``; level 1 ``w, w``; ``w = 64``.
@@ -30,6 +35,8 @@ Parameters at the paper's widths (3 input channels, 21 classes): 251,805,653 (th
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +70,30 @@ class _ConvNormAct(nn.Sequential):
         super().__init__(
             nn.Conv2d(cin, cout, kernel, padding=padding), norm_layer(norm, 2, cout), nn.ReLU(inplace=True)
         )
+
+
+class SwitchUnpool2d(nn.Module):
+    """Unpooling with switches: each value goes back to the flat position its max pooling recorded.
+
+    ``u.flatten(2)[b, c, m[b, c, i, j]] = p[b, c, i, j]``, zero elsewhere; the same as
+    ``nn.MaxUnpool2d`` for non-overlapping windows, and exportable to ONNX.
+
+    Shape:
+        ``p, m: (B, C, h, w)``, ``output_size`` ``(..., H, W)`` -> ``(B, C, H, W)``.
+
+    Example:
+        >>> pool = nn.MaxPool2d(2, 2, return_indices=True)
+        >>> p, m = pool(torch.tensor([[[[1.0, 2.0], [4.0, 3.0]]]]))
+        >>> print(SwitchUnpool2d()(p, m, (2, 2)).tolist())
+        [[[[0.0, 0.0], [4.0, 0.0]]]]
+    """
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+        """Scatter ``x`` to ``indices`` of an ``output_size`` map of zeros."""
+        b, c = x.shape[0], x.shape[1]
+        h, w = output_size[-2], output_size[-1]
+        flat = x.new_zeros((b, c, h * w)).scatter(2, indices.flatten(2), x.flatten(2))
+        return flat.view(b, c, h, w)
 
 
 class DeconvNet(nn.Module):
@@ -107,7 +138,7 @@ class DeconvNet(nn.Module):
         self.fc6 = _ConvNormAct(w5, fc_width, 7, pad, norm)
         self.fc7 = _ConvNormAct(fc_width, fc_width, 1, 0, norm)
         self.deconv_fc6 = _DeconvNormAct(fc_width, w5, 7, pad, norm)
-        self.unpool = nn.MaxUnpool2d(2, 2)
+        self.unpool = SwitchUnpool2d()
         self.decoder = nn.ModuleList()
         c = w5
         for mults in _DECODER:

@@ -29,6 +29,8 @@ fc6 alone is 102.8 M; see ``tests/nets/test_fcn.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -152,40 +154,24 @@ def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 _SMALL = {"base_width": 4, "fc_width": 16}
 
 
-@register("fcn32s", dims=(2,), small=_SMALL)
-def fcn32s(
-    in_channels: int = 3,
-    out_channels: int = 21,
-    base_width: int = 64,
-    fc_width: int = 4096,
-    dropout: float = 0.5,
-    encoder_weights: PathType | None = None,
-) -> FCN:
-    """FCN-32s (Long 2015): VGG16, fc6/fc7 as convolutions, one 32x learned upsampling."""
-    return FCN(in_channels, out_channels, "32s", base_width, fc_width, 7, dropout, encoder_weights)
+def _preset(variant: str, summary: str) -> Callable[..., FCN]:
+    """Register ``fcn<variant>``: :class:`FCN` of that variant with the paper's 7x7 fc6."""
+
+    def builder(
+        in_channels: int = 3,
+        out_channels: int = 21,
+        base_width: int = 64,
+        fc_width: int = 4096,
+        dropout: float = 0.5,
+        encoder_weights: PathType | None = None,
+    ) -> FCN:
+        return FCN(in_channels, out_channels, variant, base_width, fc_width, 7, dropout, encoder_weights)
+
+    builder.__name__ = builder.__qualname__ = f"fcn{variant}"
+    builder.__doc__ = summary
+    return register(f"fcn{variant}", dims=(2,), small=_SMALL)(builder)
 
 
-@register("fcn16s", dims=(2,), small=_SMALL)
-def fcn16s(
-    in_channels: int = 3,
-    out_channels: int = 21,
-    base_width: int = 64,
-    fc_width: int = 4096,
-    dropout: float = 0.5,
-    encoder_weights: PathType | None = None,
-) -> FCN:
-    """FCN-16s (Long 2015): FCN-32s fused with pool4 scores, 16x upsampling."""
-    return FCN(in_channels, out_channels, "16s", base_width, fc_width, 7, dropout, encoder_weights)
-
-
-@register("fcn8s", dims=(2,), small=_SMALL)
-def fcn8s(
-    in_channels: int = 3,
-    out_channels: int = 21,
-    base_width: int = 64,
-    fc_width: int = 4096,
-    dropout: float = 0.5,
-    encoder_weights: PathType | None = None,
-) -> FCN:
-    """FCN-8s (Long 2015): FCN-16s fused with pool3 scores, 8x upsampling."""
-    return FCN(in_channels, out_channels, "8s", base_width, fc_width, 7, dropout, encoder_weights)
+fcn32s = _preset("32s", "FCN-32s (Long 2015): VGG16, fc6/fc7 as convolutions, one 32x learned upsampling.")
+fcn16s = _preset("16s", "FCN-16s (Long 2015): FCN-32s fused with pool4 scores, 16x upsampling.")
+fcn8s = _preset("8s", "FCN-8s (Long 2015): FCN-16s fused with pool3 scores, 8x upsampling.")

@@ -22,6 +22,19 @@ Recipe::
     model: {name: multitask, base_width: 16, tasks: {mask: null, contour: 2}}
 
 (``null`` = ``out_channels``, filled from the data's ``num_classes``.)
+
+**Reconstruction as an auxiliary task** (as in SegNetMRI and ClassNSeg; ``docs/reconstruction.md``):
+a head of kind ``image`` without ``channels`` regresses the input image (``in_channels``
+channels) from the shared encoder through its own decoder; the multi-task loss gives it ``mse``
+against the batch's ``image`` (the network's input, after augmentation), so the unsupervised
+task regularises the shared encoder::
+
+    model: {name: multitask, tasks: {mask: null, reconstruction: {kind: image}}}
+    loss:  {name: multitask, tasks: {mask: {loss: {name: dice_ce}, target: label},
+                                     reconstruction: {loss: {name: mse}, weight: 0.1, target: image}}}
+
+The main head (here ``mask``) is what validation, ``predict`` and export use; the
+reconstruction's term is logged per epoch (``train_terms``, ``val_terms`` in ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -102,7 +115,8 @@ class MultiTaskUNet(nn.Module):
         in_channels: image channels.
         tasks: ``{task name: output channels}``, in order; the main task's value may be None
             (then ``out_channels``); a value ``{channels: c, kind: regression}`` declares a
-            regression (or ``image``) head instead of class logits.
+            regression (or ``image``) head instead of class logits; ``{kind: image}`` without
+            ``channels`` has ``in_channels`` (a reconstruction of the input).
         out_channels: channels of the main task's head (the tensor returned in eval mode).
         main: name of the main task (default: the first).
         dims: 2 or 3.
@@ -143,6 +157,8 @@ class MultiTaskUNet(nn.Module):
             if isinstance(spec, Mapping):  # {channels: c, kind: regression}
                 kind = str(spec.get("kind", "logits"))
                 spec = spec.get("channels")
+                if spec is None and kind == "image":  # a reconstruction of the input
+                    spec = in_channels
             if spec is None:
                 if out_channels is None:
                     raise ValueError(f"task {name!r} has no channel count and out_channels is not given")

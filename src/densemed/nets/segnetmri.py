@@ -52,6 +52,7 @@ logits, "reconstruction": (B, in_channels, H, W) image}``; eval mode: the segmen
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -140,6 +141,9 @@ class _Cascade(nn.Module):
 class SegNetMRI(nn.Module):
     """Cascaded reconstruction blocks with data consistency, and segmentation decoders on their encoders.
 
+    Export: TorchScript only. ``densemed export --format onnx`` refuses it
+    (:attr:`onnx_unsupported`, :func:`densemed.export.check_exportable`).
+
     Args:
         in_channels: channels of the zero-filled input and of the reconstruction: 2 (real,
             imaginary) or 1 (a real image; see the module docstring).
@@ -162,6 +166,11 @@ class SegNetMRI(nn.Module):
         >>> print(net(x, **net.example_inputs(x)).shape)
         torch.Size([1, 3, 20, 18])
     """
+
+    #: why ONNX cannot hold this network (read by :func:`densemed.export.check_exportable`)
+    onnx_unsupported: ClassVar[str] = (
+        "its data-consistency layers compute complex-valued FFTs (torch.fft on complex tensors), and the "
+        "ONNX exporter has no complex tensor type (aten::complex is not supported)")
 
     def __init__(
         self,

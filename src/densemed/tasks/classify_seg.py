@@ -70,6 +70,7 @@ from densemed.nets import all_outputs
 from densemed.nets.heads import activate, foreground, head_outputs, heads_of, main_head, model_inputs, to_labels
 from densemed.tasks.base import Task
 from densemed.tasks.registry import register
+from densemed.tasks.segmentation import foreground_dice, patch_loss_record
 from densemed.train.module import SupervisedModule
 
 CSV_COLUMNS = ("case", "slice", "axis", "class", "probability", "seg_class", "seg_probability")
@@ -255,18 +256,13 @@ class ClassifySeg(Task):
         """Loss; Dice per image; accuracy and AUC over every validation slice (see the module docstring)."""
         if not val_cases:
             return {}
-        from densemed.metrics.confusion import confusion, dice
-
-        rec: dict[str, Any] = {}
-        if val_patches:
-            rec.update(self.patch_loss(model, loss_fn, val_patches, device))
-        k = max(self.cfg.data.num_classes, 2)
+        rec: dict[str, Any] = self.patch_loss(model, loss_fn, val_patches, device) if val_patches else {}
         axis = self.axis_of(model)
         per_class, truth, got = [], [], {}
         for case in val_cases:
             p = self.slice_predictions(model, torch.from_numpy(case.image)[None], device)
             pred = to_labels(p["probs"])[0]
-            per_class.append(np.asarray(dice(confusion(pred, torch.from_numpy(case.label), k)))[1:])
+            per_class.append(foreground_dice(pred, case.label, self.cfg.data.num_classes))
             truth.append(self.case_classes(case, axis))
             for key in ("class", "probability", "seg_class", "seg_probability"):
                 if key in p:
@@ -295,23 +291,10 @@ class ClassifySeg(Task):
 
     def patch_loss(self, model: nn.Module, loss_fn: nn.Module, patches: list[dict],
                    device: torch.device) -> dict[str, Any]:
-        """Mean loss (and per-head terms) on the fixed validation patches."""
+        """Mean loss (and per-head terms) on the fixed validation patches, given their classes."""
         axis = self.axis_of(model)
-        bs = self.cfg.data.batch_size
-        losses, terms = [], {}
-        model.eval()
-        for start in range(0, len(patches), bs):
-            chunk = patches[start : start + bs]
-            batch = self.with_classes({key: torch.stack([p[key] for p in chunk]).to(device) for key in chunk[0]}, axis)
-            with torch.no_grad(), all_outputs(model):
-                out = model(*self.model_args(model, batch))
-                losses.append(float(self.compute_loss(loss_fn, out, batch)))
-            for name, v in getattr(loss_fn, "last_terms", {}).items():
-                terms.setdefault(name, []).append(v)
-        rec: dict[str, Any] = {"val_loss": float(np.mean(losses))}
-        if terms:
-            rec["val_terms"] = {k: float(np.mean(v)) for k, v in terms.items()}
-        return rec
+        return patch_loss_record(self, model, loss_fn, patches, self.cfg.data.batch_size, device,
+                                 lambda batch, start: self.with_classes(batch, axis))
 
     # -- inference --------------------------------------------------------------------------------
     def infer(
@@ -356,7 +339,7 @@ class ClassifySeg(Task):
 
         labels = truth / "labels" if (truth / "labels").is_dir() else truth
         seg = evaluate_folders(pred, labels, num_classes=options.get("num_classes"),
-                               label_map=options.get("label_map"))
+                               label_map=options.get("label_map"), class_names=options.get("class_names"))
         pred_csv = pred / "classes.csv"
         if not pred_csv.is_file():
             raise DensemedError(f"{pred}: no classes.csv (written by densemed predict for task classify_seg)")

@@ -5,7 +5,7 @@ scanner measured only a fraction of k-space; the network sees the zero-filled im
 measurements and must both segment and reconstruct it. Recipe section::
 
     task: {name: recon_seg, rate: 0.25, center_fraction: 0.08, mask: random, seed: 0,
-           input_mode: magnitude, pretrain_epochs: 0}
+           input_mode: magnitude, pretrain_epochs: 0, pretrain: null}
 
 **Data**: image + label files as in ``segmentation``. Each image is normalised as a whole (use
 ``data.normalize: percentile`` with ``percentiles: [0, 100]`` so that the network's target is
@@ -41,6 +41,31 @@ segmentation-only loss. ``pretrain_epochs: K`` trains the reconstruction alone f
 epochs (the segmentation weight is 0, then the recipe's; the paper's MRN pre-training), then
 both (:class:`ReconSegModule`).
 
+**Two-phase schedule on unlabelled images** (``task.pretrain``; the paper pre-trains the MRN,
+then fine-tunes jointly)::
+
+    task:
+      name: recon_seg
+      pretrain: {roots: [brain_mri_templates], image_dir: images, axis: 0, steps: 200}   # or fraction: 0.25
+
+Phase 1 lasts ``steps`` optimiser steps, or ``fraction`` of the run's schedule (its length in
+steps: ``train.epochs`` worth, or what the time budget allows, re-estimated as the run goes;
+the phase ends at the first step past it and never comes back). In phase 1 each step trains
+on slices of the unlabelled images of ``roots`` (every image of ``<root>/<image_dir>``, a folder
+resolved like ``data.root``; labels never read; volumes sliced along ``axis``, patches of the
+in-plane ``data.patch_size`` drawn by :class:`densemed.data.volume_slices.SliceSource` from
+``(train.seed, step, rank, sample)``, normalised with ``data.normalize``, not augmented: the
+new mask per slice is the augmentation), undersampled like the training batches, with **only
+the loss' reconstruction term** (``loss.tasks.reconstruction``, its weight included): the
+segmentation output is not in the loss, so its decoders get no gradient and the optimiser
+leaves them as they are. ``roots: []`` (default) pre-trains on the recipe's own training
+patches, their labels unused. Phase 2 is the recipe's joint loss on the labelled batches,
+same optimiser and learning-rate schedule. Validations in phase 1 report ``val_pretraining:
+true`` and no ``val_score`` (so ``best.pt`` is never a phase-1 network). The step where phase 2
+began is stored in the checkpoint, so ``--resume`` continues in the right phase. Needs ``loss:
+{name: multitask}`` with a ``reconstruction`` task and a network with a ``reconstruction`` head;
+``pretrain_epochs`` and ``pretrain`` exclude each other.
+
 **Validation**: the loss on the fixed validation patches, then every whole validation image
 (each slice whole: the data-consistency layer needs the whole k-space): the Dice of every
 foreground class over the image (a volume: all its slices), ``val_dice`` their mean; the PSNR of
@@ -66,7 +91,7 @@ when there is no ``reconstruction/`` (a network without that head).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +102,11 @@ from torch import nn
 from densemed.data.dataset import Case, map_labels, read_image_case, read_label_case
 from densemed.data.io import ImageMeta, split_name, write_float, write_label
 from densemed.data.kspace import INPUT_MODES, simulate
+from densemed.data.volume_slices import SliceSource
 from densemed.data.slices import (
     center_crop,
     center_pad,
+    check_axis,
     from_slices,
     padded_size,
     slice_axis_of,
@@ -92,7 +119,7 @@ from densemed.nets import all_outputs
 from densemed.nets.heads import activate, head_outputs, heads_of, main_head, to_labels
 from densemed.tasks.base import Task
 from densemed.tasks.registry import register
-from densemed.tasks.segmentation import float_suffix
+from densemed.tasks.segmentation import float_suffix, foreground_dice, patch_loss_record
 from densemed.train.module import SupervisedModule
 
 MASK_MODES = ("random", "fixed")
@@ -114,12 +141,74 @@ class ReconSegOptions:
     input_mode: str = "magnitude"
     #: epochs of reconstruction-only training before the joint loss (segmentation weight 0)
     pretrain_epochs: int = 0
+    #: reconstruction-only phase on unlabelled images, then the joint loss (:class:`PretrainOptions`)
+    pretrain: dict | None = None
+
+
+@dataclass
+class PretrainOptions:
+    """``task.pretrain``: phase 1 trains the reconstruction alone, then the joint loss (module docstring)."""
+
+    #: folders holding ``image_dir`` of unlabelled images (resolved like ``data.root``); []: the training patches
+    roots: list[str] = field(default_factory=list)
+    #: the image folder inside each root
+    image_dir: str = "images"
+    #: length of phase 1 in optimiser steps (give this or ``fraction``)
+    steps: int | None = None
+    #: length of phase 1 as a fraction of the run's schedule, in (0, 1)
+    fraction: float | None = None
+    #: slice axis of the volumes in ``roots``
+    axis: int = 0
 
 
 def magnitude(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """The image a reader sees, ``(B, C, *S) -> (B, *S)``: ``|real + i imag|`` (C = 2) or the channel (C = 1)."""
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     return np.sqrt((arr.astype(np.float64) ** 2).sum(1)) if arr.shape[1] == 2 else arr[:, 0].astype(np.float64)
+
+
+def check_pretrain(section: Any, source: str) -> PretrainOptions:
+    """``task.pretrain`` typed and checked: roots, image folder, exactly one of steps / fraction, axis."""
+    from densemed.config import typed_section
+
+    p = typed_section(PretrainOptions, section, source, "task.pretrain")
+    where = f"{source}: task.pretrain"
+    if not isinstance(p.roots, list) or not all(isinstance(r, str) and r for r in p.roots):
+        raise DensemedError(f"{where}.roots must be a list of folder names, got {p.roots!r}")
+    if not isinstance(p.image_dir, str) or not p.image_dir:
+        raise DensemedError(f"{where}.image_dir must be a folder name, got {p.image_dir!r}")
+    if (p.steps is None) == (p.fraction is None):
+        raise DensemedError(f"{where}: give the length of phase 1 as steps or as fraction (one of them)")
+    if p.steps is not None and (isinstance(p.steps, bool) or not isinstance(p.steps, int) or p.steps < 1):
+        raise DensemedError(f"{where}.steps must be an integer >= 1, got {p.steps!r}")
+    if p.fraction is not None:
+        ok = isinstance(p.fraction, (int, float)) and not isinstance(p.fraction, bool) and 0.0 < p.fraction < 1.0
+        if not ok:
+            raise DensemedError(f"{where}.fraction must be a number in (0, 1), got {p.fraction!r}")
+    check_axis(p.axis, f"{where}.axis")
+    return p
+
+
+class ReconstructionTerm:
+    """Phase-1 loss: the multi-task loss on the ``reconstruction`` output alone (its weight included).
+
+    Called like the loss it wraps (``(output dict, batch)``); the other outputs are not passed on,
+    so they take no part in the gradient. ``last_terms`` is the wrapped loss' (one term).
+    """
+
+    takes_batch = True
+
+    def __init__(self, loss_fn: nn.Module) -> None:
+        self.loss_fn = loss_fn
+
+    def __call__(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``w_rec * L_rec(out["reconstruction"], batch[target])``: a scalar."""
+        return self.loss_fn({"reconstruction": out["reconstruction"]}, batch)
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        """``{"reconstruction": value}`` of the last call."""
+        return getattr(self.loss_fn, "last_terms", {})
 
 
 @register
@@ -148,11 +237,19 @@ class ReconSeg(Task):
             raise DensemedError(f"{source}: task.seed must be an integer, got {o.seed!r}")
         if isinstance(o.pretrain_epochs, bool) or not isinstance(o.pretrain_epochs, int) or o.pretrain_epochs < 0:
             raise DensemedError(f"{source}: task.pretrain_epochs must be an integer >= 0, got {o.pretrain_epochs!r}")
-        if o.pretrain_epochs:
-            terms = self.cfg.loss.get("tasks") if self.cfg.loss.get("name") == "multitask" else None
-            if not isinstance(terms, dict) or not {"reconstruction", "segmentation"} <= set(terms):
-                raise DensemedError(f"{source}: task.pretrain_epochs needs loss: {{name: multitask}} with tasks "
-                                    "'reconstruction' and 'segmentation'")
+        terms = self.cfg.loss.get("tasks") if self.cfg.loss.get("name") == "multitask" else None
+        terms = set(terms) if isinstance(terms, dict) else set()
+        if o.pretrain_epochs and not {"reconstruction", "segmentation"} <= terms:
+            raise DensemedError(f"{source}: task.pretrain_epochs needs loss: {{name: multitask}} with tasks "
+                                "'reconstruction' and 'segmentation'")
+        self.pretrain = None if o.pretrain is None else check_pretrain(o.pretrain, source)
+        if self.pretrain is not None and o.pretrain_epochs:
+            raise DensemedError(f"{source}: task.pretrain and task.pretrain_epochs exclude each other; keep one")
+        if self.pretrain is not None and "reconstruction" not in terms:
+            raise DensemedError(f"{source}: task.pretrain needs loss: {{name: multitask}} with a 'reconstruction' "
+                                "task (phase 1 trains that term alone)")
+        #: set by the training module: whether its last step was a phase-1 step (validation reports no score then)
+        self.in_pretraining = False
 
     # -- data -------------------------------------------------------------------------------------
     def load_case(self, name: str, image_path: Path, label_path: Path | None) -> Case:
@@ -233,18 +330,14 @@ class ReconSeg(Task):
         """Loss on the fixed patches; Dice and PSNR on whole validation images (``val_score`` = mean Dice)."""
         if not val_cases:
             return {}
-        from densemed.metrics.confusion import confusion, dice
         from densemed.metrics.image_quality import psnr
 
-        rec: dict[str, Any] = {}
-        if val_patches:
-            rec.update(self.patch_loss(model, loss_fn, val_patches, device))
-        k = max(self.cfg.data.num_classes, 2)
+        rec: dict[str, Any] = self.patch_loss(model, loss_fn, val_patches, device) if val_patches else {}
         per_class, psnrs, psnrs_zf = [], [], []
         for case in val_cases:
             out = self.run(model, torch.from_numpy(case.image)[None], device)
             pred = to_labels(out["probs"])[0]
-            per_class.append(np.asarray(dice(confusion(pred, torch.from_numpy(case.label), k)))[1:])
+            per_class.append(foreground_dice(pred, case.label, self.cfg.data.num_classes))
             truth = magnitude(out["target"])[0]
             r = float(truth.max() - truth.min()) or 1.0
             psnrs_zf.append(psnr(magnitude(out["zero_filled"])[0], truth, data_range=r))
@@ -256,31 +349,23 @@ class ReconSeg(Task):
         if psnrs:
             rec["val_psnr"] = float(np.mean(psnrs))
         rec["val_psnr_zero_filled"] = float(np.mean(psnrs_zf))
-        rec["val_score"] = rec["val_dice"]
+        if self.in_pretraining:  # phase 1 of task.pretrain: the segmentation is not trained yet
+            rec["val_pretraining"] = True
+        else:
+            rec["val_score"] = rec["val_dice"]
         return rec
 
     def patch_loss(self, model: nn.Module, loss_fn: nn.Module, patches: list[dict],
                    device: torch.device) -> dict[str, Any]:
         """Mean loss (and per-head terms) on the fixed validation patches, with their fixed masks."""
         axis = slice_axis_of(model, self.cfg.data.dims, self.name)
-        bs = self.cfg.data.batch_size
-        losses, terms = [], {}
-        model.eval()
         seeds = self.eval_seeds()
-        for start in range(0, len(patches), bs):
-            chunk = patches[start : start + bs]
-            batch = {key: torch.stack([p[key] for p in chunk]).to(device) for key in chunk[0]}
+
+        def measured(batch: dict[str, torch.Tensor], start: int) -> dict[str, torch.Tensor]:
             # patch n is measured like slice n of a whole image (its slices: 1000 n + k)
-            batch = self.undersampled_batch(batch, axis, lambda s, i, n0=start: seeds(0, (n0 + s) * 1000 + i))
-            with torch.no_grad(), all_outputs(model):
-                out = model(*self.model_args(model, batch))
-                losses.append(float(self.compute_loss(loss_fn, out, batch)))
-            for name, v in getattr(loss_fn, "last_terms", {}).items():
-                terms.setdefault(name, []).append(v)
-        rec: dict[str, Any] = {"val_loss": float(np.mean(losses))}
-        if terms:
-            rec["val_terms"] = {k: float(np.mean(v)) for k, v in terms.items()}
-        return rec
+            return self.undersampled_batch(batch, axis, lambda s, i: seeds(0, (start + s) * 1000 + i))
+
+        return patch_loss_record(self, model, loss_fn, patches, self.cfg.data.batch_size, device, measured)
 
     # -- inference --------------------------------------------------------------------------------
     def infer(
@@ -332,7 +417,7 @@ class ReconSeg(Task):
             raise DensemedError(f"{truth}: --truth must be a data folder with labels/ and images/ "
                                 "(the label maps and the fully sampled images)")
         seg = evaluate_folders(pred, truth / "labels", num_classes=options.get("num_classes"),
-                               label_map=options.get("label_map"))
+                               label_map=options.get("label_map"), class_names=options.get("class_names"))
         base = pred / "zero_filled"
         if not (pred / "reconstruction").is_dir():  # a network without a reconstruction head (a U-Net)
             return {"segmentation": seg}
@@ -353,13 +438,16 @@ class ReconSeg(Task):
 
 
 class ReconSegModule(SupervisedModule):
-    """One network and the task's loss, on batches undersampled in the step; optional pre-training epochs.
+    """One network and the task's loss, on batches undersampled in the step; optional pre-training.
 
     Each ``train_step`` replaces the batch's fully sampled ``image`` by its simulated measurements
     (:meth:`ReconSeg.undersampled_batch`, masks by :func:`~densemed.data.slices.step_seed` or the
     fixed seed). With ``task.pretrain_epochs = K`` the multi-task loss' ``segmentation`` weight is 0
     in epochs ``0 .. K-1`` and the recipe's afterwards (set by :meth:`set_epoch`, so a resumed run
-    is in the right phase).
+    is in the right phase). With ``task.pretrain`` the steps of phase 1 train on slices of the
+    unlabelled ``roots`` (or the batch's own images) with the reconstruction term alone
+    (:meth:`pretrain_step`); ``pretrain_end``, the step where phase 2 began, is saved in the
+    checkpoint.
     """
 
     def __init__(self, task: ReconSeg, model: nn.Module, loss_fn: nn.Module, t: Any, device: torch.device) -> None:
@@ -369,6 +457,12 @@ class ReconSegModule(SupervisedModule):
         self.seg_weight = None
         if task.opts.pretrain_epochs:
             self.seg_weight = float(loss_fn.tasks["segmentation"].weight)
+        #: the step where phase 2 of ``task.pretrain`` began (None: not yet, or no pre-training)
+        self.pretrain_end: int | None = None
+        self.source: SliceSource | None = None  # the unlabelled slices, read at the first phase-1 step
+        if task.pretrain is not None and "reconstruction" not in heads_of(model):
+            raise DensemedError(f"task.pretrain: network {task.cfg.model.get('name')!r} has no 'reconstruction' "
+                                f"head (it has {', '.join(heads_of(model))}); nothing to pre-train")
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch hooks of the loss; the segmentation weight of the current phase."""
@@ -385,6 +479,67 @@ class ReconSegModule(SupervisedModule):
         step, seed = self.step, int(self.t.seed)
         return lambda sample, index: step_seed(seed, step, sample, index)
 
+    def pretraining(self) -> bool:
+        """Whether this step belongs to phase 1 of ``task.pretrain`` (fixes ``pretrain_end`` at the switch)."""
+        p = self.recon.pretrain
+        if p is None or self.pretrain_end is not None:
+            return False
+        limit = p.steps if p.steps is not None else p.fraction * self.total_steps
+        if self.step < limit:
+            return True
+        self.pretrain_end = self.step
+        return False
+
+    def pretrain_images(self, n: int) -> torch.Tensor:
+        """``n`` unlabelled slices of ``task.pretrain.roots`` for this step: ``(n, 1, H, W)``, volumes ``(n, 1, *P)``.
+
+        ``(H, W)`` is the in-plane training patch; for volume recipes the slice gets a unit axis at
+        the model's slice axis (the patch shape a ``slicewise`` network takes).
+        """
+        from densemed.config import resolve_data_root
+        import densemed.train.distributed as distributed
+
+        p, d = self.recon.pretrain, self.recon.cfg.data
+        patch = list(d.patch_size)
+        plane = patch if self.axis is None else [s for k, s in enumerate(patch) if k != self.axis]
+        if self.source is None:
+            roots = []
+            for k, r in enumerate(p.roots):
+                root = resolve_data_root(r)
+                if not root.is_dir():
+                    raise DensemedError(f"task.pretrain.roots[{k}]: {root}: folder not found "
+                                        "(relative paths also try $DENSEMED_DATA)")
+                roots.append(root)
+            self.source = SliceSource.from_folders(roots, p.image_dir, plane, p.axis, d.normalize, d.percentiles,
+                                                   d.window)
+        seed, rank = int(self.t.seed), distributed.rank()
+        x = self.source.batch([np.random.default_rng([seed, 3, self.step, rank, i]) for i in range(n)])
+        return (x if self.axis is None else x.unsqueeze(2 + self.axis)).to(self.device)
+
+    def pretrain_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """A phase-1 step: the reconstruction term alone, on unlabelled slices (or this batch's images)."""
+        n = int(batch["image"].shape[0])
+        images = self.pretrain_images(n) if self.recon.pretrain.roots else batch["image"]
+        full = self.recon.undersampled_batch({"image": images}, self.axis, self.seeds())
+        joint, self.loss_fn = self.loss_fn, ReconstructionTerm(self.loss_fn)
+        try:
+            return super().train_step(full)
+        finally:
+            self.loss_fn = joint
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Simulate the measurements of this batch, then the supervised step."""
+        """Simulate the measurements of this batch, then the supervised step (phase 1: :meth:`pretrain_step`)."""
+        self.recon.in_pretraining = self.pretraining()
+        if self.recon.in_pretraining:
+            return self.pretrain_step(batch)
         return super().train_step(self.recon.undersampled_batch(batch, self.axis, self.seeds()))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The supervised state and ``pretrain_end``."""
+        return {**super().state_dict(), "pretrain_end": self.pretrain_end}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (a checkpoint without ``pretrain_end``: phase 2 not begun)."""
+        super().load_state_dict(state)
+        end = state.get("pretrain_end")
+        self.pretrain_end = None if end is None else int(end)

@@ -18,6 +18,7 @@ else ``contour_watershed`` for a network with a ``contour`` head, else the dista
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,13 @@ def float_suffix(meta: ImageMeta) -> str:
 
 
 def patch_loss(task: Task, model: nn.Module, loss_fn: nn.Module, patches: list[dict], batch_size: int,
-               device: torch.device) -> tuple[float, dict[str, float], list[Any]]:
+               device: torch.device, prepare: Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+               | None = None) -> tuple[float, dict[str, float], list[Any]]:
     """Mean loss (and per-head terms) on fixed validation patches; also returns the outputs.
 
     Every head is computed (:func:`densemed.nets.all_outputs`), so multi-task losses see all terms.
+    ``prepare(batch, start)`` (optional) completes each stacked batch of patches ``start ..
+    start + batch_size - 1`` before the forward pass (a task's simulated inputs, derived classes).
     """
     model.eval()
     losses, terms, outs = [], {}, []
@@ -53,6 +57,8 @@ def patch_loss(task: Task, model: nn.Module, loss_fn: nn.Module, patches: list[d
         for k in range(0, len(patches), batch_size):
             chunk = patches[k : k + batch_size]
             batch = {key: torch.stack([p[key] for p in chunk]).to(device) for key in chunk[0]}
+            if prepare is not None:
+                batch = prepare(batch, k)
             with all_outputs(model):
                 out = model(*task.model_args(model, batch))
             losses.append(float(task.compute_loss(loss_fn, out, batch)))
@@ -60,6 +66,24 @@ def patch_loss(task: Task, model: nn.Module, loss_fn: nn.Module, patches: list[d
                 terms.setdefault(name, []).append(v)
             outs.append(out)
     return float(np.mean(losses)), {k: float(np.mean(v)) for k, v in terms.items()}, outs
+
+
+def patch_loss_record(task: Task, model: nn.Module, loss_fn: nn.Module, patches: list[dict], batch_size: int,
+                      device: torch.device, prepare: Callable[[dict[str, torch.Tensor], int],
+                                                              dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """:func:`patch_loss` as validation-record entries: ``val_loss`` and, for multi-task losses, ``val_terms``."""
+    loss, terms, _ = patch_loss(task, model, loss_fn, patches, batch_size, device, prepare)
+    rec: dict[str, Any] = {"val_loss": loss}
+    if terms:
+        rec["val_terms"] = terms
+    return rec
+
+
+def foreground_dice(pred: torch.Tensor, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dice of every foreground class of one whole image: ``pred`` ``(*S)`` int64, ``label`` ``(*S)`` -> ``(K - 1,)``."""
+    from densemed.metrics.confusion import confusion, dice
+
+    return np.asarray(dice(confusion(pred, torch.from_numpy(label), max(num_classes, 2))))[1:]
 
 
 def default_instance_method(model: nn.Module) -> str:
@@ -188,7 +212,7 @@ class Segmentation(Task):
         from densemed.metrics.evaluate import evaluate_folders
 
         return evaluate_folders(pred, truth, num_classes=options.get("num_classes"),
-                                label_map=options.get("label_map"))
+                                label_map=options.get("label_map"), class_names=options.get("class_names"))
 
     @classmethod
     def format_result(cls, result: dict[str, Any]) -> str:

@@ -453,10 +453,10 @@ class Trainer:
             save_atomic(ckpt, path)
 
     def _write_history(self) -> None:
-        text = "".join(json.dumps(h) + "\n" for h in self.history)
-        tmp = self.out / ".metrics.jsonl.tmp"
-        tmp.write_text(text)
-        tmp.replace(self.out / "metrics.jsonl")
+        from densemed.data.io import write_text_atomic
+
+        # a full disk or a read-only folder: one line naming metrics.jsonl, the previous one kept
+        write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
         try:
             from densemed.train.plots import plot_curves
 

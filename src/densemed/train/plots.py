@@ -121,6 +121,10 @@ def plot_curves(metrics_jsonl_path: PathType, out_png: PathType) -> Path:
     try:
         fig.savefig(tmp, format="png")  # no bbox_inches="tight": the pixel size stays FIGSIZE * DPI
         os.replace(tmp, out)
+    except OSError as exc:  # a full disk, a read-only folder: one line naming curves.png
+        from densemed.data.io import write_error
+
+        raise write_error(out, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
