@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,12 @@ import torch
 # Most tests run tiny tensors, where a second thread only adds synchronisation (measured 3-10x
 # slower on a loaded 2-core machine); the real-data tests ask for 2 threads via train.threads.
 torch.set_num_threads(1)
+
+# The on-disk case cache is on by default (~/.cache/densemed): the tests (and the CLI processes they
+# start, which inherit the environment) use a fresh folder of their own and remove it at the end.
+_CACHE = tempfile.mkdtemp(prefix="densemed-test-cache-")
+os.environ["DENSEMED_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 def data_root() -> Path:
