@@ -336,6 +336,7 @@ RULES: dict[str, Rule] = {
     "train.threads": optional(integer(1, MAX_THREADS + 1)),
     "train.grad_clip": optional(number(0, lo_open=True)),
     "train.val_every": integer(1),
+    "train.val_share": optional(number(0, 1, lo_open=True)),
     "train.progress": boolean,
     "train.accumulate": integer(1),
     "infer.overlap": number(0, 1, hi_open=True),

@@ -102,3 +102,31 @@ def test_the_schedule_ends_at_its_final_value_when_the_budget_binds(tmp_path, sc
     assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
     # the first epoch ran at the learning rates of a 9-step schedule from step 2 on (fixed after epoch 1)
     assert result.history[0]["lr"] < 0.01 and not math.isclose(result.history[0]["lr"], 0.0)
+
+
+def test_validation_is_skipped_when_it_would_exceed_its_share_of_the_elapsed_time(tmp_path):
+    # 2 steps of 1 s per epoch, each validation 3 s, val_share 0.25, budget 40 s. By hand: the first
+    # validation always runs (after step 2; elapsed 5 s). A due validation runs when
+    # val_s + 3 <= 0.25 (elapsed + 2 + 3): with val_s = 3 that needs elapsed >= 19 s at the start of
+    # the epoch (epochs start at 5, 7, ..., 19: the 9th epoch, after step 18; elapsed then 24 s);
+    # with val_s = 6, elapsed >= 31 s (24, 26, ..., 32: after step 28; elapsed 37 s); the budget
+    # ends at step 31 (40 s), whose final validation always runs.
+    tr, clock, calls = _trainer(tmp_path / "r", "train.time_budget_s=40", "train.scheduler=none",
+                                "train.val_share=0.25")
+    validate = tr.task.validate
+
+    def slow(*args):
+        clock.t += 3.0
+        return validate(*args)
+
+    tr.task.validate = slow
+    result = tr.fit()
+    assert calls == [2, 18, 28, 31]
+    skipped = [r["epoch"] for r in result.history if r.get("skipped_validation")]
+    assert skipped == [e for e in range(15) if e not in (0, 8, 13)]
+
+
+def test_without_val_share_every_due_epoch_validates(tmp_path):
+    tr, _, calls = _trainer(tmp_path / "r", "train.time_budget_s=8", "train.scheduler=none", "train.val_share=null")
+    tr.fit()
+    assert calls == [2, 4, 6, 8]  # every epoch; the budget ends at the 4th epoch's last step: the final one

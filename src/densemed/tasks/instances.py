@@ -6,16 +6,27 @@ Recipe section::
       name: instances
       targets:                      # derived per-image targets -> batch keys
         contour: {name: contour, thickness: 2}
-      postprocess: {method: dcan, t_o: 0.5, t_c: 0.5, min_size: 64, dilate: 3}
+      postprocess: {method: dcan, t_o: auto, t_c: auto, min_size: auto, dilate: 3}
+      select: dice                  # best.pt by: dice | aji | object_f1
 
 Data: label files hold instance ids (0 background, 1..N objects; checked); the class label is
 ``id > 0`` and each target of ``targets`` is computed once per training image from the ids
 (:mod:`densemed.targets`). Targets declare how geometric augmentation treats them
 (:func:`densemed.targets.augment_mode`): ``nearest`` ones are copied, ``refuse`` forbids
-geometric augmentation. Validation and ``best.pt`` as in ``segmentation`` (mean foreground Dice, or
-``-val_loss`` for a regression main head). After training, options of ``postprocess`` set to
-``auto`` are chosen on the validation images by the method's tuner (DeepDistance's ``h``) with the
-weights of ``best.pt`` and of ``last.pt`` and written into each checkpoint's recipe.
+geometric augmentation.
+
+Validation and ``best.pt``: with ``select: dice`` (default) as in ``segmentation`` (mean foreground
+Dice, or ``-val_loss`` for a regression main head). With ``select: aji`` or ``object_f1`` every
+validation (every ``train.val_every`` epochs and the final one) also turns each whole validation
+image into instances with ``postprocess`` (options still ``auto`` at their defaults) and records
+``val_aji`` (mean over images) and ``val_object_f1`` (pooled over images, the GlaS F1 of a set);
+the chosen one is ``val_score``. Dice stays the default: it needs no post-processing per image
+nor, for methods that read more than the foreground, a second forward pass of all heads, and it
+still ranks epochs while the network finds no object yet (every object score then 0).
+
+After training, options of ``postprocess`` set to ``auto`` are chosen on the validation images by
+the method's tuner (:mod:`densemed.infer.postprocess.tuning`; DeepDistance's ``h`` by detection
+F1) with the weights of ``best.pt`` and of ``last.pt`` and written into each checkpoint's recipe.
 ``densemed predict --instances`` uses ``postprocess``; ``densemed evaluate --task instances``
 gives object F1, object Dice and Hausdorff, AJI, PQ.
 """
@@ -34,6 +45,7 @@ from densemed.data.dataset import Case, read_image_case, read_label_case, target
 from densemed.data.normalize import normalize
 from densemed.errors import DensemedError
 from densemed.infer.runner import network_outputs, window_of
+from densemed.nets.heads import main_kind, to_labels
 from densemed.tasks.base import FitContext
 from densemed.tasks.registry import register
 from densemed.tasks.segmentation import Segmentation, check_no_geometric
@@ -47,6 +59,12 @@ class InstanceOptions:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: post-processing for ``predict --instances``: {method: ..., **params}; default by the network
     postprocess: dict[str, Any] | None = None
+    #: the validation score that picks ``best.pt``: ``dice`` (pixels), ``aji`` or ``object_f1`` (objects)
+    select: str = "dice"
+
+
+#: values of ``task.select``
+SELECT = ("dice", "aji", "object_f1")
 
 
 @register
@@ -78,6 +96,8 @@ class Instances(Segmentation):
             params = {k: v for k, v in post.items() if k != "method"}
             if "method" in post:
                 postprocess.check_params(str(post["method"]), params)
+        if self.opts.select not in SELECT:
+            raise DensemedError(f"{source}: task.select must be one of {', '.join(SELECT)}, got {self.opts.select!r}")
 
     def nearest_keys(self) -> frozenset[str]:
         """Targets that declare nearest-neighbour resampling."""
@@ -129,9 +149,48 @@ class Instances(Segmentation):
         if found is None:
             return {}
         chosen, scores = found
-        ctx.log(f"{method}: {chosen} chosen on {len(cases)} validation images (scores {scores})")
+        ctx.log(f"{method}: {chosen} chosen on {len(cases)} validation images ({len(scores)} candidates, "
+                f"best score {max(scores.values()):.4f})")
         post = {**(self.opts.postprocess or {}), **chosen}
         return {"postprocess": post, "_scores": {str(k): v for k, v in scores.items()}}
+
+    def validate(
+        self, model: nn.Module, loss_fn: nn.Module, val_cases: list[Case], val_patches: list[dict],
+        device: torch.device,
+    ) -> dict[str, Any]:
+        """Segmentation's record; with ``select: aji | object_f1`` also object scores, one of them ``val_score``."""
+        if self.opts.select == "dice" or not val_cases:
+            return super().validate(model, loss_fn, val_cases, val_patches, device)
+        from scipy import ndimage
+
+        from densemed.metrics.instance import aggregated_jaccard, object_f1
+        from densemed.tasks.segmentation import foreground_dice, patch_loss_record, resolve_auto
+
+        rec = patch_loss_record(self, model, loss_fn, val_patches, self.cfg.data.batch_size, device)
+        method, params = self.postprocess_spec(model, None)
+        params = resolve_auto(method, params)
+        logits = main_kind(model) == "logits"
+        dice, aji = [], []
+        tp = fp = fn = 0
+        for case in val_cases:
+            x = torch.from_numpy(case.image)[None]
+            probs = self.infer(model, x, device, tta=False) if logits else None
+            if probs is not None:
+                dice.append(foreground_dice(to_labels(probs)[0], case.label, self.cfg.data.num_classes))
+            # the main head's probabilities are reused when the method reads only the foreground
+            labels = self.instance_labels(model, x, probs, method, params, device)  # type: ignore[arg-type]
+            truth = case.instances if case.instances is not None else ndimage.label(case.label > 0)[0]
+            aji.append(aggregated_jaccard(labels, truth))
+            f1 = object_f1(labels, truth)
+            tp, fp, fn = tp + f1["tp"], fp + f1["fp"], fn + f1["fn"]
+        if dice:
+            mean = np.mean(dice, axis=0)
+            rec["val_dice_per_class"] = [float(v) for v in mean]
+            rec["val_dice"] = float(mean.mean())
+        rec["val_aji"] = float(np.mean(aji))
+        rec["val_object_f1"] = float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 1.0
+        rec["val_score"] = rec[f"val_{self.opts.select}"]
+        return rec
 
     @classmethod
     def evaluate_folders(cls, pred: Path, truth: Path, options: dict[str, Any]) -> dict[str, Any]:

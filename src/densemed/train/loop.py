@@ -279,10 +279,24 @@ class Trainer:
             self.module.set_total_steps(int(total))
         return bool(flag)
 
+    def _over_val_share(self, val_s: float, last_val_s: float, train_s: float) -> bool:
+        """Whether one more validation, costing ``last_val_s`` like the previous one, would take periodic
+        validation above ``train.val_share`` of the elapsed time (budgeted runs; never before the first).
+
+        Args:
+            val_s: seconds of periodic validation so far in this process.
+            last_val_s: seconds of the previous validation (0: none yet, so validate).
+            train_s: seconds of training of the epoch that just ended (not yet in ``elapsed``).
+        """
+        t = self.cfg.train
+        if t.time_budget_s is None or t.val_share is None or last_val_s <= 0.0:
+            return False
+        return val_s + last_val_s > t.val_share * (self.elapsed + train_s + last_val_s)
+
     def fit(self) -> RunResult:
         """Train until the epochs, the schedule or the time budget end; returns the run summary."""
         t = self.cfg.train
-        val_s = final_val_s = 0.0
+        val_s = final_val_s = last_val_s = 0.0
         stopped_epoch: int | None = None
         for epoch in range(self.start_epoch, t.epochs):
             start_step = self.start_step if epoch == self.start_epoch else 0
@@ -290,11 +304,15 @@ class Trainer:
             record, stopped = self._train_epoch(epoch, start_step, tic)
             train_s = self.clock() - tic
             last_epoch = epoch + 1 == t.epochs
-            if not stopped and ((epoch + 1) % t.val_every == 0 or last_epoch) and self.is_main:
+            due = not stopped and ((epoch + 1) % t.val_every == 0 or last_epoch) and self.is_main
+            if due and self._over_val_share(val_s, last_val_s, train_s):
+                record["skipped_validation"] = True
+            elif due:
                 vtic = self.clock()
                 record.update(self.task.validate(self.model, self.loss_fn, self.val_cases, self.val_patches,
                                                  self.device))
-                val_s += self.clock() - vtic
+                last_val_s = self.clock() - vtic
+                val_s += last_val_s
             record["seconds"] = self.clock() - tic
             self.elapsed += record["seconds"]
             if stopped and self.is_main:  # the final validation: outside the budget, reported on its own

@@ -12,17 +12,22 @@
 ``contour_watershed``
     Markers = components of the DCAN interior (``foreground > t_o`` and ``contour < t_c``),
     flooded over the contour probability within ``foreground > t_o``: keeps every object pixel.
+
+For both, ``t_o``, ``t_c`` and ``min_size`` may be ``auto``: chosen on the validation images at the
+end of training (:func:`tune_dcan`, :func:`tune_contour_watershed`; grid search by mean AJI,
+:mod:`densemed.infer.postprocess.tuning`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from densemed.infer.postprocess._common import ball, fill_holes, need, relabel, remove_small, structure
-from densemed.infer.postprocess.registry import register
+from densemed.infer.postprocess.registry import register, tuner
 
 
 def _interior(
@@ -73,3 +78,32 @@ def contour_watershed(
     markers = remove_small(markers, min_marker)
     labels = watershed(p_c, markers, mask=obj)
     return relabel(remove_small(labels, min_size))
+
+
+def _tune(
+    method: str, outputs: Sequence[Mapping[str, np.ndarray]], truths: Sequence[np.ndarray],
+    params: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, float]] | None:
+    """Grid search of ``t_o``, ``t_c`` (default, 0.3, 0.5, 0.7) and ``min_size`` (default, 0, area fractions)."""
+    from densemed.infer.postprocess import tuning
+
+    d = tuning.defaults(method)
+    grid = {"t_o": tuning.thresholds(d["t_o"]), "t_c": tuning.thresholds(d["t_c"]),
+            "min_size": tuning.sizes(d["min_size"], truths)}
+    return tuning.grid_search(outputs, truths, method, params, grid)
+
+
+@tuner("dcan", keys=("t_o", "t_c", "min_size"))
+def tune_dcan(
+    outputs: Sequence[Mapping[str, np.ndarray]], truths: Sequence[np.ndarray], params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, float]] | None:
+    """``t_o``, ``t_c`` (0.5, 0.3, 0.7) and ``min_size`` (64, 0, fractions of the median true area) set to ``auto``."""
+    return _tune("dcan", outputs, truths, params)
+
+
+@tuner("contour_watershed", keys=("t_o", "t_c", "min_size"))
+def tune_contour_watershed(
+    outputs: Sequence[Mapping[str, np.ndarray]], truths: Sequence[np.ndarray], params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, float]] | None:
+    """``t_o``, ``t_c`` (0.5, 0.3, 0.7) and ``min_size`` (0, fractions of the median true area) set to ``auto``."""
+    return _tune("contour_watershed", outputs, truths, params)

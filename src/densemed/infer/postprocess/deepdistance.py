@@ -8,6 +8,8 @@ head exists, else ``outer_distance > outer_threshold``).
 ``h: auto``: at the end of training the tuner :func:`tune_h` picks ``h`` on the validation images
 (best mean detection F1 of the candidates, :func:`choose_h`) and it is written into the
 checkpoints, so the model carries its own ``h``; a run stopped before that uses :data:`DEFAULT_H`.
+``threshold``, ``outer_threshold`` and ``min_size`` may be ``auto`` too: after ``h``, they are
+chosen by the grid search shared by every method (mean AJI, :mod:`densemed.infer.postprocess.tuning`).
 """
 
 from __future__ import annotations
@@ -91,27 +93,50 @@ def choose_h(
     return best, scores
 
 
-@tuner("deepdistance")
+@tuner("deepdistance", keys=("h", "threshold", "outer_threshold", "min_size"))
 def tune_h(
     outputs: Sequence[Mapping[str, np.ndarray]], truths: Sequence[np.ndarray], params: Mapping[str, Any],
     radius: float = 6.0,
 ) -> tuple[dict[str, Any], dict[float, float]] | None:
-    """Resolve ``h: auto`` from the network outputs of the validation images.
+    """Resolve ``auto`` options from the network outputs of the validation images.
+
+    ``h: auto`` by detection F1 (:func:`choose_h`, the foreground masked at ``threshold``, its
+    default while that is ``auto`` too); then ``threshold``, ``outer_threshold``, ``min_size`` set
+    to ``auto`` by :func:`densemed.infer.postprocess.tuning.grid_search` (mean AJI) with that ``h``.
 
     Args:
         outputs: per validation image, the :func:`densemed.infer.runner.network_outputs` dict.
         truths: the images' instance maps.
-        params: the recipe's method options (``h: auto`` asks for tuning; ``threshold`` masks).
+        params: the recipe's method options.
         radius: detection matching radius in pixels.
 
     Returns:
-        ``({"h": best}, {h: mean detection F1})``, or None when nothing is set to ``auto`` or there
-        are no validation images.
+        ``(chosen options, scores)``: ``{h: mean detection F1}`` and the grid's ``{"key=value ...":
+        mean AJI}``; None when nothing is set to ``auto`` or there are no validation images.
     """
-    if params.get("h") != "auto" or not truths:
+    from densemed.infer.postprocess import tuning
+
+    if "auto" not in params.values() or not truths:
         return None
-    threshold = float(params.get("threshold", 0.5))
-    inner = [o["inner_distance"] for o in outputs]
-    masks = [o["foreground"] > threshold if "foreground" in o else None for o in outputs]
-    h, scores = choose_h(inner, truths, radius=radius, masks=masks)
-    return {"h": h}, scores
+    d = tuning.defaults("deepdistance")
+    chosen: dict[str, Any] = {}
+    scores: dict[Any, float] = {}
+    if params.get("h") == "auto":
+        t = params.get("threshold", d["threshold"])
+        threshold = float(d["threshold"] if t == "auto" else t)
+        inner = [o["inner_distance"] for o in outputs]
+        masks = [o["foreground"] > threshold if "foreground" in o else None for o in outputs]
+        chosen["h"], scores = choose_h(inner, truths, radius=radius, masks=masks)
+    grid = {"threshold": tuning.thresholds(d["threshold"]),
+            "outer_threshold": _unique_floats(d["outer_threshold"], 0.05, 0.2, 0.3),
+            "min_size": tuning.sizes(d["min_size"], truths)}
+    found = tuning.grid_search(outputs, truths, "deepdistance", {**params, **chosen}, grid)
+    if found is not None:
+        chosen.update(found[0])
+        scores.update(found[1])
+    return chosen, scores
+
+
+def _unique_floats(*values: float) -> tuple[float, ...]:
+    """``values`` as floats without repeats, in order."""
+    return tuple(dict.fromkeys(float(v) for v in values))

@@ -2,17 +2,21 @@
 
 The Euclidean distance transform of the foreground mask, markers at its h-maxima (``h`` pixels,
 default 2), watershed of the negated distance within the mask.
+
+``threshold``, ``h`` and ``min_size`` may be ``auto``: chosen on the validation images at the end
+of training (:func:`tune`, grid search by mean AJI, :mod:`densemed.infer.postprocess.tuning`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from densemed.infer.postprocess._common import need, relabel, remove_small, structure
-from densemed.infer.postprocess.registry import register
+from densemed.infer.postprocess.registry import register, tuner
 
 
 @register("watershed", needs=("foreground",))
@@ -33,3 +37,21 @@ def distance_watershed(
     markers, _ = ndimage.label(seeds & fg, structure=structure(fg.ndim, 1))
     labels = watershed(-dist, markers, mask=fg)
     return relabel(remove_small(labels, min_size))
+
+
+@tuner("watershed", keys=("threshold", "h", "min_size"))
+def tune(
+    outputs: Sequence[Mapping[str, np.ndarray]], truths: Sequence[np.ndarray], params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, float]] | None:
+    """Choose ``threshold``, ``h`` and ``min_size`` set to ``auto`` by mean AJI on the validation images.
+
+    Grids, the default first: thresholds 0.3 / 0.5 / 0.7; ``h`` 1 px and fractions of the median
+    object radius; ``min_size`` 0 and fractions of the median true area
+    (:mod:`densemed.infer.postprocess.tuning`). Returns None when nothing is ``auto``.
+    """
+    from densemed.infer.postprocess import tuning
+
+    d = tuning.defaults("watershed")
+    grid = {"threshold": tuning.thresholds(d["threshold"]), "h": tuning.radii(d["h"], truths),
+            "min_size": tuning.sizes(d["min_size"], truths)}
+    return tuning.grid_search(outputs, truths, "watershed", params, grid)
