@@ -31,12 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, _train_argv(args))  # the same command under torchrun
     if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise DensemedError(f"{run}: not a run folder (no config.yaml)")
-        if not (run / "last.pt").is_file():
-            raise DensemedError(f"{run}: no last.pt to resume from")
-        cfg = config.load(args.config or run / "config.yaml", args.set + [f"train.out={run}"])
+        cfg = config.load_run(args.resume, args.config, args.set)
     elif args.plan:  # plan a recipe from the data and the budget, then train it as if read from a file
         from densemed.plan import recipe_for
 
@@ -53,10 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, resume=bool(args.resume))
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
         return 0
-    best = f"{result.best:.4f}" if result.best > float("-inf") else "none (no validation images)"
-    print(f"run: {result.out}  epochs: {result.epochs}  best val score: {best}  "
-          f"(training {result.train_seconds:.0f} s, validation {result.val_seconds:.0f} s, "
-          f"final validation {result.final_val_seconds:.0f} s)")
+    print(result.summary())
     return 0
 
 

@@ -242,6 +242,18 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     return cfg
 
 
+def load_run(run: str | Path, recipe: str | Path | None, overrides: list[str]) -> Config:
+    """The recipe to resume the run folder ``run`` with: its ``config.yaml`` (or ``recipe``), with
+    ``overrides`` and ``train.out`` pointing at ``run``. A folder without ``config.yaml`` or
+    ``last.pt`` raises one :class:`DensemedError` line naming it."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise DensemedError(f"{run}: not a run folder (no config.yaml)")
+    if not (run / "last.pt").is_file():
+        raise DensemedError(f"{run}: no last.pt to resume from")
+    return load(recipe or run / "config.yaml", [*overrides, f"train.out={run}"])
+
+
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` merged into a copy of ``base``: mappings merge key by key, other values replace."""
     out = dict(base)

@@ -81,13 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from densemed.train import train
 
     if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise DensemedError(f"{run}: not a run folder (no config.yaml)")
-        if not (run / "last.pt").is_file():
-            raise DensemedError(f"{run}: no last.pt to resume from")
-        source = str(args.config or run / "config.yaml")
-        cfg = config.load(args.config or run / "config.yaml", args.set + [f"train.out={run}"])
+        source = str(args.config or Path(args.resume) / "config.yaml")
+        cfg = config.load_run(args.resume, args.config, args.set)
     else:
         if not args.config:
             raise DensemedError("synth train: give a recipe with task: synthesis (configs/pix2pix_*.yaml)")
@@ -97,9 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         cfg.train.device = args.device
     result = train(cfg, resume=bool(args.resume))
-    best = f"{result.best:.4f}" if result.best > float("-inf") else "none (no validation images)"
-    print(f"run: {result.out}  epochs: {result.epochs}  best val score: {best}  "
-          f"(training {result.train_seconds:.0f} s, validation {result.val_seconds:.0f} s)")
+    print(result.summary())
     return 0
 
 

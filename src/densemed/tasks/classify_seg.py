@@ -63,14 +63,14 @@ from torch import nn
 
 from densemed.config import resolve_data_root
 from densemed.data.dataset import Case, map_labels, read_image_case, read_label_case
-from densemed.data.io import ImageMeta, split_name, write_label
+from densemed.data.io import ImageMeta, split_name
 from densemed.data.slices import center_crop, center_pad, check_axis, padded_size, slice_axis_of, to_slices
 from densemed.errors import DensemedError
 from densemed.nets import all_outputs
 from densemed.nets.heads import activate, foreground, head_outputs, heads_of, main_head, model_inputs, to_labels
 from densemed.tasks.base import Task
 from densemed.tasks.registry import register
-from densemed.tasks.segmentation import foreground_dice, patch_loss_record
+from densemed.tasks.segmentation import foreground_dice, patch_loss_record, write_label_map
 from densemed.train.module import SupervisedModule
 
 CSV_COLUMNS = ("case", "slice", "axis", "class", "probability", "seg_class", "seg_probability")
@@ -311,10 +311,7 @@ class ClassifySeg(Task):
     ) -> list[Path]:
         """The label map, and this image's rows of ``classes.csv``."""
         stem, suffix = split_name(source)
-        labels = to_labels(outputs)[0].numpy()
-        if outputs.shape[1] == 2 and meta.format != "nifti":
-            labels = labels * 255  # binary 2D maps as 0/255, the convention of the data folders
-        written = [write_label(out_dir / f"{stem}{suffix}", labels, meta)]
+        written = [write_label_map(outputs, meta, out_dir / f"{stem}{suffix}")]
         last = getattr(self, "_last", None)
         p = last[1] if last is not None and last[0] is image else self.slice_predictions(
             model, image, options.get("device", torch.device("cpu")))

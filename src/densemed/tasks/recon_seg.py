@@ -100,7 +100,7 @@ import torch
 from torch import nn
 
 from densemed.data.dataset import Case, map_labels, read_image_case, read_label_case
-from densemed.data.io import ImageMeta, split_name, write_float, write_label
+from densemed.data.io import ImageMeta, split_name, write_float
 from densemed.data.kspace import INPUT_MODES, simulate
 from densemed.data.volume_slices import SliceSource
 from densemed.data.slices import (
@@ -119,7 +119,7 @@ from densemed.nets import all_outputs
 from densemed.nets.heads import activate, head_outputs, heads_of, main_head, to_labels
 from densemed.tasks.base import Task
 from densemed.tasks.registry import register
-from densemed.tasks.segmentation import float_suffix, foreground_dice, patch_loss_record
+from densemed.tasks.segmentation import float_suffix, foreground_dice, patch_loss_record, write_label_map
 from densemed.train.module import SupervisedModule
 
 MASK_MODES = ("random", "fixed")
@@ -391,10 +391,7 @@ class ReconSeg(Task):
         """Label map; reconstruction and zero-filled magnitudes in the input's intensities."""
         stem, suffix = split_name(source)
         fsuffix = float_suffix(meta)
-        labels = to_labels(outputs)[0].numpy()
-        if outputs.shape[1] == 2 and meta.format != "nifti":
-            labels = labels * 255  # binary 2D maps as 0/255, the convention of the data folders
-        written = [write_label(out_dir / f"{stem}{suffix}", labels, meta)]
+        written = [write_label_map(outputs, meta, out_dir / f"{stem}{suffix}")]
         last = getattr(self, "_last", None)
         run = last[1] if last is not None and last[0] is image else self.run(
             model, self._layout(image), options.get("device", torch.device("cpu")))

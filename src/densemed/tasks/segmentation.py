@@ -37,6 +37,18 @@ from densemed.tasks.base import Task
 from densemed.tasks.registry import register
 
 
+
+def write_label_map(outputs: torch.Tensor, meta: ImageMeta, target: Path) -> Path:
+    """Write the label map of ``(1, C, *S)`` probabilities to ``target``; returns ``target``.
+
+    Binary maps outside NIfTI are written as 0/255, the convention of the 2D data folders.
+    """
+    labels = to_labels(outputs)[0].numpy()
+    if outputs.shape[1] == 2 and meta.format != "nifti":
+        labels = labels * 255
+    write_label(target, labels, meta)
+    return target
+
 def float_suffix(meta: ImageMeta) -> str:
     """File suffix of float maps written beside a label map: NIfTI for volumes, TIFF for 2D."""
     return ".nii.gz" if meta.format == "nifti" else ".tif"
@@ -194,12 +206,7 @@ class Segmentation(Task):
                     written.append(out_dir / f"{stem}_{name}{fsuffix}")
                     write_float(written[-1], maps[name], meta)
             return written
-        labels = to_labels(outputs)[0].numpy()
-        if outputs.shape[1] == 2 and meta.format != "nifti":
-            labels = labels * 255  # binary 2D maps as 0/255, the convention of the data folders
-        target = out_dir / f"{stem}{suffix}"
-        write_label(target, labels, meta)
-        written = [target]
+        written = [write_label_map(outputs, meta, out_dir / f"{stem}{suffix}")]
         if options.get("probabilities"):
             written.append(out_dir / f"{stem}_prob{fsuffix}")
             write_float(written[-1], foreground(outputs)[0].numpy(), meta)

@@ -121,6 +121,13 @@ class RunResult:
     val_seconds: float = 0.0
     final_val_seconds: float = 0.0
 
+    def summary(self) -> str:
+        """The one line ``densemed train`` (and ``synth train``) prints at the end of a run."""
+        best = f"{self.best:.4f}" if self.best > float("-inf") else "none (no validation images)"
+        return (f"run: {self.out}  epochs: {self.epochs}  best val score: {best}  "
+                f"(training {self.train_seconds:.0f} s, validation {self.val_seconds:.0f} s, "
+                f"final validation {self.final_val_seconds:.0f} s)")
+
 
 class Trainer:
     """Holds the pieces of one run; :meth:`fit` runs the epochs.
