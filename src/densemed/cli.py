@@ -97,6 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "baseline": args.baseline,
         "figure": args.figure,
         "class_names": _evaluate_class_names(args),
+        "membranes": args.membranes,
     }
     result = task.evaluate_folders(Path(args.pred), Path(args.truth), options)
     print(task.format_result(result))
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the class names (data.class_names) of this recipe, run folder, checkpoint or .onnx")
     e.add_argument("--class-names", metavar="NAMES",
                    help="class names in class order, e.g. 'background,anterior,posterior' (overrides --config)")
+    e.add_argument("--membranes", action="store_true",
+                   help="also the ISBI 2012 pixel and Rand errors of binary 2D membrane maps (class 1 = membrane; "
+                   "STEM_prob files of predict --probabilities are scored at their best threshold)")
     e.add_argument("--task", default="segmentation",
                    help="segmentation (Dice, IoU, HD95), instances (object scores), image or sr (PSNR, SSIM)")
     e.add_argument("--baseline", help="with --task image: folder of baseline (e.g. tricubic) volumes to score alongside")

@@ -186,3 +186,24 @@ def test_evaluate_instance_folders(tmp_path):
     write_label(tmp_path / "pred" / "b.png", np.pad(truth, 1).astype(np.uint16))
     with pytest.raises(DensemedError, match="b.png: looks like a binary mask"):
         evaluate_instance_folders(tmp_path / "pred", tmp_path / "truth")
+
+
+def test_dsb_score_hand_computed_over_the_ten_iou_thresholds():
+    from densemed.metrics.instance import DSB_THRESHOLDS, dsb_score
+
+    assert DSB_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    truth = np.zeros((10, 10), int)
+    truth[0:2, 0:5] = 1  # 10 pixels
+    truth[5:10, 5:10] = 2  # 25 pixels
+    pred = np.zeros_like(truth)
+    pred[0:2, 0:4] = 7  # IoU 8/10 = 0.8 with object 1
+    pred[5:10, 6:10] = 3  # IoU 20/25 = 0.8 with object 2
+    pred[9, 0] = 9  # a false positive
+    # IoU 0.8 exceeds t for t = 0.50 .. 0.75 (six thresholds): TP 2, FP 1, FN 0 -> 2/3; then TP 0 -> 0/5
+    assert dsb_score(pred, truth) == pytest.approx(6 * (2 / 3) / 10)
+    assert dsb_score(truth, truth) == 1.0
+    assert dsb_score(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+    assert dsb_score(np.zeros_like(truth), truth) == 0.0
+    scores = instance_scores(pred, truth, hausdorff=False)
+    assert scores["dsb_score"] == pytest.approx(0.4)
+    assert scores["dq"] == pytest.approx(2 * 2 / (2 * 2 + 1))  # F1 at IoU 0.5

@@ -19,6 +19,11 @@ All functions take a predicted and a ground-truth instance map of the same shape
   finally add the area of every predicted object never chosen to U. ``AJI = C / U``.
 * **Panoptic quality** (Kirillov et al., CVPR 2019): pairs with IoU > 0.5 (unique by construction),
   ``PQ = Σ_TP IoU / (TP + FP/2 + FN/2) = SQ · DQ``.
+* **DSB 2018 score** (Kaggle Data Science Bowl 2018; StarDist's "accuracy" averaged over thresholds):
+  at every IoU threshold ``t`` in 0.50, 0.55, ..., 0.95 a predicted and a true object match when
+  their IoU exceeds ``t`` (one-to-one for ``t >= 0.5``), ``acc(t) = TP / (TP + FP + FN)``; the score
+  of an image is the mean of ``acc(t)`` over the ten thresholds. ``dq`` (PQ's detection quality) is
+  the object F1 at IoU 0.5, ``2 TP / (2 TP + FP + FN)`` with the same matching.
 * **Descriptor error** (shape; FourierNet, Cansiz et al. 2023): over the object-F1 matches, the mean
   absolute difference of the normalised Fourier amplitudes ``A_n / a_0`` (:mod:`densemed.metrics.shape`), 2D.
 * **Point detection**: predicted points match true points one-to-one (Hungarian assignment,
@@ -215,6 +220,32 @@ def _pq(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray) -> dict[str, float]:
     return {"pq": sq * dq, "sq": sq, "dq": dq, "tp": tp, "fp": fp, "fn": fn}
 
 
+#: IoU thresholds of the DSB 2018 score
+DSB_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 0.951, 0.05), 2))
+
+
+def dsb_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """DSB 2018 score of one image: ``TP / (TP + FP + FN)`` averaged over IoU thresholds 0.50:0.05:0.95.
+
+    Example:
+        >>> t = np.array([[1, 1, 1, 1, 0, 2]]); p = np.array([[1, 1, 1, 0, 0, 0]])  # IoU 0.75 and a miss
+        >>> print(round(dsb_score(p, t), 4))  # acc 1/2 at t = 0.50 .. 0.70, 0 from 0.75 on (IoU must exceed t)
+        0.25
+    """
+    return _dsb(*overlap_matrix(pred, truth))
+
+
+def _dsb(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray) -> float:
+    if len(ta) == 0 and len(pa) == 0:
+        return 1.0
+    iou = _iou(inter, ta, pa) if len(ta) and len(pa) else np.zeros((len(ta), len(pa)))
+    accs = []
+    for t in DSB_THRESHOLDS:
+        tp = int(np.count_nonzero(iou > t))  # t >= 0.5: at most one match per row and column
+        accs.append(tp / (len(ta) + len(pa) - tp))
+    return float(np.mean(accs))
+
+
 def centroids(instances: np.ndarray) -> np.ndarray:
     """Centroid ``(N, ndim)`` of every object, in the order of the sorted ids."""
     ids = np.unique(instances)
@@ -262,7 +293,7 @@ def instance_scores(
     """Every object-level score of one prediction, flat, for ``densemed evaluate --instances``.
 
     Keys: ``object_f1, object_precision, object_recall, object_dice, object_hausdorff, aji, pq,
-    sq, dq, n_pred, n_true`` and, for 2D maps with ``shape``, ``descriptor_error``
+    sq, dq (F1 at IoU 0.5), dsb_score, n_pred, n_true`` and, for 2D maps with ``shape``, ``descriptor_error``
     (:func:`densemed.metrics.shape.descriptor_error` over the F1 matches; NaN without a match).
     """
     overlap = overlap_matrix(pred, truth)  # once: the costly part on large maps
@@ -277,6 +308,7 @@ def instance_scores(
         "pq": pq["pq"],
         "sq": pq["sq"],
         "dq": pq["dq"],
+        "dsb_score": _dsb(*overlap),
         "n_pred": float(len(overlap[2])),
         "n_true": float(len(overlap[1])),
     }
@@ -290,7 +322,8 @@ def instance_scores(
 
 
 # ------------------------------------------------------------------------------------ folders
-INSTANCE_METRICS = ("object_f1", "object_dice", "object_hausdorff", "descriptor_error", "aji", "pq")
+INSTANCE_METRICS = ("object_f1", "object_dice", "object_hausdorff", "descriptor_error", "aji", "pq", "dq",
+                    "dsb_score")
 
 
 def evaluate_instance_folders(
@@ -340,7 +373,7 @@ def evaluate_instance_folders(
     metrics = [m for m in INSTANCE_METRICS if (hausdorff or m != "object_hausdorff")
                and all(m in im for im in images)]  # descriptor_error: 2D only
     mean, inf_count = {}, {}
-    for m in metrics + ["object_precision", "object_recall", "sq", "dq"]:
+    for m in metrics + ["object_precision", "object_recall", "sq"]:
         vals = np.array([im[m] for im in images], float)
         finite = vals[np.isfinite(vals)]
         mean[m] = float(finite.mean()) if finite.size else None

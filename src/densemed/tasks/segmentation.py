@@ -215,18 +215,31 @@ class Segmentation(Task):
     # -- evaluation -------------------------------------------------------------------------------
     @classmethod
     def evaluate_folders(cls, pred: Path, truth: Path, options: dict[str, Any]) -> dict[str, Any]:
-        """Dice, IoU, precision, recall, HD95 per image and class (:mod:`densemed.metrics.evaluate`)."""
+        """Dice, IoU, precision, recall, HD95 per image and class (:mod:`densemed.metrics.evaluate`).
+
+        With ``options["membranes"]`` also ISBI 2012's pixel and Rand errors under ``"membranes"``
+        (:mod:`densemed.metrics.membrane`).
+        """
         from densemed.metrics.evaluate import evaluate_folders
 
-        return evaluate_folders(pred, truth, num_classes=options.get("num_classes"),
-                                label_map=options.get("label_map"), class_names=options.get("class_names"))
+        result = evaluate_folders(pred, truth, num_classes=options.get("num_classes"),
+                                  label_map=options.get("label_map"), class_names=options.get("class_names"))
+        if options.get("membranes"):
+            from densemed.metrics.membrane import evaluate_membrane_folders
+
+            result["membranes"] = evaluate_membrane_folders(pred, truth, options.get("label_map"))
+        return result
 
     @classmethod
     def format_result(cls, result: dict[str, Any]) -> str:
-        """The per-class table."""
+        """The per-class table (and the membrane table when scored)."""
         from densemed.metrics.evaluate import format_table
 
-        return format_table(result)
+        if "membranes" not in result:
+            return format_table(result)
+        from densemed.metrics.membrane import format_membrane_table
+
+        return format_table(result) + "\n\n" + format_membrane_table(result["membranes"])
 
 
 def check_no_geometric(cfg: Any, what: str) -> None:
