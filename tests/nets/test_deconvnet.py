@@ -78,8 +78,9 @@ def test_deconvnet_overfits_one_batch(fit):
     x = y + 0.3 * torch.randn(2, 1, 32, 32)
     y = y.long().squeeze(1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = fit(lambda: F.cross_entropy(net(x), y), opt, 20)
-    assert losses[-1] < 0.7 * losses[0]
+    # 40 steps: after 20 the loss sat at 0.65-0.82 of the first one depending on the CPU's float rounding
+    losses = fit(lambda: F.cross_entropy(net(x), y), opt, 40)
+    assert losses[-1] < 0.5 * losses[0]
 
 
 
