@@ -211,7 +211,7 @@ def panoptic_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def _pq(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray) -> dict[str, float]:
     if len(ta) == 0 and len(pa) == 0:
         return {"pq": 1.0, "sq": 1.0, "dq": 1.0, "tp": 0, "fp": 0, "fn": 0}
-    iou = _iou(inter, ta, pa) if len(ta) and len(pa) else np.zeros((len(ta), len(pa)))
+    iou = _iou(inter, ta, pa)  # (0, M) or (N, 0) when one side has no object
     matched = iou > 0.5  # at most one per row and column: two sets with IoU > 0.5 with one object overlap
     tp = int(matched.sum())
     fp, fn = len(pa) - tp, len(ta) - tp
@@ -238,7 +238,7 @@ def dsb_score(pred: np.ndarray, truth: np.ndarray) -> float:
 def _dsb(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray) -> float:
     if len(ta) == 0 and len(pa) == 0:
         return 1.0
-    iou = _iou(inter, ta, pa) if len(ta) and len(pa) else np.zeros((len(ta), len(pa)))
+    iou = _iou(inter, ta, pa)
     accs = []
     for t in DSB_THRESHOLDS:
         tp = int(np.count_nonzero(iou > t))  # t >= 0.5: at most one match per row and column

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from densemed.metrics.confusion import confusion, dice
+
 #: thresholds of a membrane probability map (cell = p < t) over which the best F-score is taken
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.05), 2))
 
@@ -88,14 +90,6 @@ def rand_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"rand_error": 1.0 - f, "rand_precision": precision, "rand_recall": recall}
 
 
-def pixel_f1(pred_cell: np.ndarray, truth_cell: np.ndarray) -> float:
-    """F-score of the cell pixels of two boolean masks (1 when both have none)."""
-    pred_cell, truth_cell = np.asarray(pred_cell, bool), np.asarray(truth_cell, bool)
-    tp = float(np.count_nonzero(pred_cell & truth_cell))
-    denom = float(np.count_nonzero(pred_cell) + np.count_nonzero(truth_cell))
-    return 1.0 if denom == 0 else 2 * tp / denom
-
-
 def membrane_scores(membrane: np.ndarray, truth_membrane: np.ndarray,
                     thresholds: tuple[float, ...] | None = None) -> dict[str, float]:
     """ISBI 2012 pixel and Rand error of one 2D section.
@@ -114,13 +108,15 @@ def membrane_scores(membrane: np.ndarray, truth_membrane: np.ndarray,
     if membrane.shape != truth_membrane.shape or membrane.ndim != 2:
         raise ValueError(f"need two 2D maps of one shape, got {membrane.shape} and {truth_membrane.shape}")
     truth_cells = cell_segments(~truth_membrane)
+    truth_cell = (~truth_membrane).astype(np.int64)
     if np.issubdtype(membrane.dtype, np.floating) and not np.isin(membrane, (0.0, 1.0)).all():
-        cuts = [(t, membrane < t) for t in (THRESHOLDS if thresholds is None else thresholds)]
+        cuts = ((t, membrane < t) for t in (THRESHOLDS if thresholds is None else thresholds))
     else:
         cuts = [(float("nan"), ~membrane.astype(bool))]
     best_pixel, best_rand = (-1.0, float("nan")), None
     for t, cell in cuts:
-        f = pixel_f1(cell, ~truth_membrane)
+        # F-score of the cell pixels = Dice of class 1 of the cell mask (1 when both masks are empty)
+        f = float(dice(confusion(cell.astype(np.int64), truth_cell, 2))[1])
         if f > best_pixel[0]:
             best_pixel = (f, t)
         rand = rand_scores(cell_segments(cell), truth_cells)
