@@ -108,3 +108,25 @@ def test_evaluate_membranes_refuses_volumes_in_one_line(tmp_path, capsys):
                  "--membranes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "v.nii.gz" in err[0] and "2D" in err[0]
+
+
+def test_a_folder_of_sections_is_cut_at_one_threshold_for_all_hand_computed(tmp_path):
+    from densemed.metrics.membrane import evaluate_membrane_folders
+
+    truth = _grid()  # 81 cell pixels in 9 cells, 63 membrane pixels
+    for d in ("truth", "pred"):
+        (tmp_path / d).mkdir()
+    # section a is exact for 0.45 < t <= 0.6, section b for 0.65 < t <= 0.8: no single cut is exact for both
+    for name, (mem, cell) in {"a": (0.6, 0.45), "b": (0.8, 0.65)}.items():
+        Image.fromarray(np.where(truth, 0, 255).astype(np.uint8)).save(tmp_path / f"truth/{name}.png")
+        tifffile.imwrite(tmp_path / f"pred/{name}_prob.tif", np.where(truth, mem, cell).astype(np.float32))
+    r = evaluate_membrane_folders(tmp_path / "pred", tmp_path / "truth", {0: 1, 255: 0})
+    # t in (0.65, 0.8]: a is all cell (F = 2 * 81 / (81 + 144)), b exact -> mean 0.14; t <= 0.6: b has no cell, error 1
+    assert r["mean"]["pixel_error"] == pytest.approx((1 - 2 * 81 / 225) / 2)
+    assert 0.65 < r["threshold_pixel"] <= 0.8
+    # Rand: the section cut wrongly has its 81 cell pixels in one segment: precision 9*9*8 / (81*80) = 0.1,
+    # recall 1, F = 0.2 / 1.1; both cuts tie at (1 - F) / 2
+    assert r["mean"]["rand_error"] == pytest.approx((1 - 0.2 / 1.1) / 2)
+    # per section alone both are perfect, which is what one threshold per section would have reported
+    assert all(membrane_scores(tifffile.imread(tmp_path / f"pred/{n}_prob.tif"), truth)["pixel_error"] == 0.0
+               for n in "ab")
