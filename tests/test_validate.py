@@ -64,7 +64,7 @@ def test_near_miss_names_get_did_you_mean():
     ("train.seed=-1", "train.seed: expected an integer in [0, 9223372036854775808), got -1"),
     ("train.threads=0", "train.threads: expected null or an integer in [1, 1025), got 0"),
     ("train.weight_decay=-0.1", "train.weight_decay: expected a number >= 0, got -0.1"),
-    ("train.amp=yes please", "train.amp: expected true or false, got 'yes please'"),
+    ("train.amp=yes please", "train.amp: expected true, false, auto, bf16 or fp16, got 'yes please'"),
     ("data.dims=4", "data.dims: expected an integer in [2, 3], got 4"),
     ("data.percentiles=[99, 1]", "data.percentiles: expected [low, high] with low < high inside [0, 100], got [99, 1]"),
     ("infer.tta_axes=[0, 0]", "infer.tta_axes: expected null or a list of distinct axes in 0..1 (data.dims=2)"),

@@ -95,8 +95,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     out: str = "runs/run"
     #: mixed precision: bf16 autocast (CPU, recent GPUs), else fp16 with a gradient scaler. Off by default:
-    #: on an AVX2 CPU without bf16 instructions a U-Net step measured 4x slower (benchmarks/bench_amp.py)
-    amp: bool = False
+    #: on an AVX2 CPU without bf16 instructions a U-Net step measured 4x slower (benchmarks/bench_amp.py).
+    #: "auto": bf16 only where the CPU has bf16 units (AMX / AVX512-BF16) or the GPU supports it (densemed.precision)
+    amp: bool | str = False
     threads: int | None = None
     grad_clip: float | None = None
     val_every: int = 1
@@ -123,8 +124,8 @@ class InferConfig:
     blend: str = "gaussian"  # gaussian | constant
     #: spatial axes flipped by test-time augmentation (default: all); positional classes need fewer
     tta_axes: list[int] | None = None
-    #: run the network under autocast (bf16 on the CPU; blending stays float32)
-    amp: bool = False
+    #: run the network under autocast (bf16 on the CPU; blending stays float32); "auto" as train.amp
+    amp: bool | str = False
 
 
 @dataclass

@@ -146,6 +146,12 @@ def boolean(v: Any, cfg: Config) -> None:
         raise _Bad("true or false")
 
 
+def amp_setting(v: Any, cfg: Config) -> None:
+    """``true``, ``false``, ``auto`` (bf16 only on hardware with bf16 units), ``bf16`` or ``fp16``."""
+    if not (isinstance(v, bool) or v in ("auto", "bf16", "fp16")):
+        raise _Bad("true, false, auto, bf16 or fp16")
+
+
 def string(v: Any, cfg: Config) -> None:
     """A non-empty string."""
     if not isinstance(v, str) or not v:
@@ -332,7 +338,7 @@ RULES: dict[str, Rule] = {
     "train.device": device,
     "train.time_budget_s": optional(number(0, lo_open=True)),
     "train.out": string,
-    "train.amp": boolean,
+    "train.amp": amp_setting,
     "train.threads": optional(integer(1, MAX_THREADS + 1)),
     "train.grad_clip": optional(number(0, lo_open=True)),
     "train.val_every": integer(1),
@@ -341,6 +347,7 @@ RULES: dict[str, Rule] = {
     "train.accumulate": integer(1),
     "infer.overlap": number(0, 1, hi_open=True),
     "infer.tta": boolean,
+    "infer.amp": amp_setting,
     "infer.sw_batch_size": integer(1),
     "infer.window": optional(sizes()),
     "infer.blend": choice(BLEND),

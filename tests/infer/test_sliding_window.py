@@ -6,7 +6,6 @@ import torch
 
 from densemed.errors import DensemedError
 from densemed.infer.sliding_window import (
-    amp_dtype,
     flip_tta,
     label_dtype,
     sliding_window,
@@ -231,15 +230,6 @@ def test_label_dtype_is_the_smallest_that_holds_every_class_index():
     assert label_dtype(2**15 + 1) == torch.int32
     y = sliding_window_labels(_random_logits(300, 1), torch.randn(1, 1, 20, 20), (16, 16), max_bytes=0)
     assert y.dtype == torch.int16 and y.max() > 255
-
-
-def test_amp_names_map_to_autocast_dtypes_and_bad_values_are_rejected():
-    assert amp_dtype(True, "cpu") == torch.bfloat16
-    assert amp_dtype("bf16", "cpu") == amp_dtype(torch.bfloat16, "cpu") == torch.bfloat16
-    assert amp_dtype("fp16", "cuda") == amp_dtype("float16", "cpu") == torch.float16
-    assert amp_dtype(False, "cpu") is None and amp_dtype(None, "cuda") is None
-    with pytest.raises(DensemedError, match="amp"):
-        amp_dtype("int8", "cpu")
 
 
 def test_bf16_autocast_on_the_cpu_is_close_to_float32_and_blends_in_float32():

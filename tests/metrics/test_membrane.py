@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 from PIL import Image
 from skimage.metrics import adapted_rand_error
 
@@ -130,3 +131,13 @@ def test_a_folder_of_sections_is_cut_at_one_threshold_for_all_hand_computed(tmp_
     # per section alone both are perfect, which is what one threshold per section would have reported
     assert all(membrane_scores(tifffile.imread(tmp_path / f"pred/{n}_prob.tif"), truth)["pixel_error"] == 0.0
                for n in "ab")
+
+
+def test_a_cell_id_map_is_scored_by_its_ids_not_by_connectivity():
+    truth = _grid()
+    cells = cell_segments(~truth)  # 9 true cells, membrane 0
+    grown = ndimage.grey_dilation(cells, size=3)  # every membrane pixel taken by a neighbouring cell
+    assert (grown > 0).all()
+    s = membrane_scores(grown, truth)
+    assert s["rand_error"] == pytest.approx(0.0)  # the true cell pixels keep their own cells
+    assert s["pixel_error"] == pytest.approx(1 - 2 * 81 / (81 + 144))  # every pixel is called cell

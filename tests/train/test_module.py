@@ -9,7 +9,7 @@ import torch
 
 from densemed import config, tasks
 from densemed.build import build_loss, build_model
-from densemed.train.module import SupervisedModule, autocast_dtype
+from densemed.train.module import SupervisedModule
 
 
 def _module(*overrides):
@@ -53,7 +53,7 @@ def test_grad_clip_bounds_the_first_sgd_update():
 
 def test_amp_uses_bfloat16_on_the_cpu_without_a_scaler_and_computes_the_loss_in_float32():
     module, _ = _module("train.amp=true")
-    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16 and not module.scaler.is_enabled()
+    assert module.amp_dtype == torch.bfloat16 and not module.scaler.is_enabled()
     seen = {}
     loss_fn = module.loss_fn
 
@@ -69,7 +69,7 @@ def test_amp_uses_bfloat16_on_the_cpu_without_a_scaler_and_computes_the_loss_in_
 def test_fp16_training_gets_a_gradient_scaler(monkeypatch):
     import densemed.train.module as mod
 
-    monkeypatch.setattr(mod, "autocast_dtype", lambda device: torch.float16)
+    monkeypatch.setattr(mod, "amp_dtype", lambda amp, device: torch.float16)
     module, _ = _module("train.amp=true")
     assert module.scaler.is_enabled() and module.amp_dtype == torch.float16
     rec = module.train_step(_batch())

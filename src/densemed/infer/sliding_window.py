@@ -44,13 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from densemed.errors import DensemedError
+from densemed.precision import AmpSpec, amp_dtype  # noqa: F401  (amp_dtype: re-exported for callers of this module)
 
 # default bound on the full (images x classes x volume) float32 accumulator of sliding_window_labels
 DEFAULT_MAX_BYTES = 2**30
-
-AmpSpec = bool | str | torch.dtype | None
-
-_AMP_NAMES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 
 @lru_cache(maxsize=16)
@@ -68,30 +65,6 @@ def window_starts(size: int, window: int, step: int) -> list[int]:
     if starts[-1] != size - window:
         starts.append(size - window)
     return starts
-
-
-def amp_dtype(amp: AmpSpec, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype that ``amp`` asks for on ``device`` (None: run the network in float32).
-
-    ``True`` picks bfloat16 on the CPU and on GPUs that support it, float16 on other GPUs;
-    ``"bf16"``/``"fp16"`` (or the torch dtypes) force one.
-
-    Example:
-        >>> print(amp_dtype(True, "cpu"))
-        torch.bfloat16
-    """
-    if amp is None or amp is False:
-        return None
-    dev = torch.device(device)
-    if amp is True:
-        if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16):
-        return amp
-    if isinstance(amp, str) and amp.lower() in _AMP_NAMES:
-        return _AMP_NAMES[amp.lower()]
-    raise DensemedError(f"sliding_window: amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
 
 
 @dataclass

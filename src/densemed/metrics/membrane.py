@@ -99,14 +99,17 @@ def membrane_curve(membrane: np.ndarray, truth_membrane: np.ndarray,
     """ISBI 2012 pixel and Rand error of one 2D section at every threshold.
 
     Args:
-        membrane: ``(H, W)`` predicted membrane: a boolean / {0, 1} mask, or a probability map
-            (float) cut at every threshold of ``thresholds`` (default :data:`THRESHOLDS`).
+        membrane: ``(H, W)`` prediction, one of: a membrane probability map (float), cut at every
+            threshold of ``thresholds`` (default :data:`THRESHOLDS`); a membrane mask (boolean or
+            {0, 1}), whose cells are its 4-connected components; or a map of cell ids (integers
+            beyond {0, 1}, e.g. ``predict --instances --instance-method cells``), whose ids are the
+            segments as they are (0 = membrane).
         truth_membrane: ``(H, W)`` boolean true membrane mask.
         thresholds: membrane-probability cuts for a probability map (cell = ``p < t``).
 
     Returns:
         one ``{"threshold", "pixel_error", "rand_error", "rand_precision", "rand_recall"}`` per
-        threshold; a single entry with threshold NaN for a mask.
+        threshold; a single entry with threshold NaN for a mask or a cell map.
     """
     membrane, truth_membrane = np.asarray(membrane), np.asarray(truth_membrane, bool)
     if membrane.shape != truth_membrane.shape or membrane.ndim != 2:
@@ -114,14 +117,16 @@ def membrane_curve(membrane: np.ndarray, truth_membrane: np.ndarray,
     truth_cells = cell_segments(~truth_membrane)
     truth_cell = (~truth_membrane).astype(np.int64)
     if is_probability(membrane):
-        cuts = [(t, membrane < t) for t in (THRESHOLDS if thresholds is None else thresholds)]
+        cuts = [(t, cell_segments(membrane < t)) for t in (THRESHOLDS if thresholds is None else thresholds)]
+    elif membrane.dtype == bool or np.isin(membrane, (0, 1)).all():
+        cuts = [(float("nan"), cell_segments(~membrane.astype(bool)))]
     else:
-        cuts = [(float("nan"), ~membrane.astype(bool))]
+        cuts = [(float("nan"), membrane.astype(np.int64))]
     curve = []
-    for t, cell in cuts:
+    for t, segments in cuts:
         # F-score of the cell pixels = Dice of class 1 of the cell mask (1 when both masks are empty)
-        f = float(dice(confusion(cell.astype(np.int64), truth_cell, 2))[1])
-        curve.append({"threshold": t, "pixel_error": 1.0 - f, **rand_scores(cell_segments(cell), truth_cells)})
+        f = float(dice(confusion((segments > 0).astype(np.int64), truth_cell, 2))[1])
+        curve.append({"threshold": t, "pixel_error": 1.0 - f, **rand_scores(segments, truth_cells)})
     return curve
 
 
@@ -161,8 +166,9 @@ def evaluate_membrane_folders(pred_dir: str | Path, truth_dir: str | Path,
 
     The truth's class 1 (after ``label_map``; ISBI 2012: ``{0: 1, 255: 0}``) is the membrane. A
     prediction is ``STEM_prob.*`` when present (the membrane probability of ``densemed predict
-    --probabilities``, scored over :data:`THRESHOLDS`), else the label map ``STEM.*`` (class 1 or
-    255 = membrane).
+    --probabilities``, scored over :data:`THRESHOLDS`), else the label map ``STEM.*``: a membrane
+    mask when its values are 0/1 or 0/255 (1 or 255 = membrane), else a map of cell ids (``densemed
+    predict --instances --instance-method cells``; its pixel error counts every id > 0 as cell).
 
     Returns:
         ``{"metrics", "images": [{"name", **membrane_scores}], "mean": {metric: mean over images}}``.
@@ -186,7 +192,10 @@ def evaluate_membrane_folders(pred_dir: str | Path, truth_dir: str | Path,
             pred = np.squeeze(np.asarray(read_image(path)[0], np.float32))
         elif stem in preds:
             path = preds[stem]
-            pred = _to_classes(read_label(path)[0], path, None) == 1
+            raw = np.asarray(read_label(path)[0])
+            values = set(np.unique(raw).tolist())
+            # a membrane mask (0/1 or 0/255) gives cells by connectivity; any other map holds cell ids
+            pred = _to_classes(raw, path, None) == 1 if values <= {0, 1} or values <= {0, 255} else raw.astype(np.int64)
         else:
             raise DensemedError(f"{pred_dir}: no prediction for {stem}")
         if pred.shape != truth.shape:
@@ -216,8 +225,10 @@ def format_membrane_table(result: Mapping[str, Any]) -> str:
         lines.append(im["name"].ljust(width) + "".join(f"{im[c]:>16.4f}" for c in cols))
     lines.append("-" * len(lines[0]))
     lines.append("mean".ljust(width) + "".join(f"{result['mean'][c]:>16.4f}" for c in cols[:2]))
-    lines.append("pixel_error = 1 - best F-score of the cell pixels; rand_error = 1 - best foreground-restricted "
-                 "Rand F-score (ISBI 2012); when STEM_prob files exist, each error at the one membrane-probability "
-                 f"threshold best for all sections (pixel {result.get('threshold_pixel', float('nan')):.2f}, "
-                 f"Rand {result.get('threshold_rand', float('nan')):.2f})")
+    lines.append("pixel_error = 1 - F-score of the cell pixels; rand_error = 1 - foreground-restricted Rand "
+                 "F-score (ISBI 2012)")
+    tp, tr = result.get("threshold_pixel", float("nan")), result.get("threshold_rand", float("nan"))
+    if not (np.isnan(tp) and np.isnan(tr)):
+        lines.append(f"STEM_prob maps cut at the one membrane-probability threshold best for all sections: "
+                     f"pixel {tp:.2f}, Rand {tr:.2f}")
     return "\n".join(lines)

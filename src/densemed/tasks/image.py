@@ -354,7 +354,8 @@ class ImageRestoration(Task):
         Tiles with a discarded halo (:func:`tiled_forward`) when the network's receptive radius is
         known (``task.halo`` or :func:`receptive_radius`), else Gaussian-blended sliding windows.
         """
-        from densemed.infer.sliding_window import amp_dtype, flip_tta
+        from densemed.infer.sliding_window import flip_tta
+        from densemed.precision import amp_dtype
 
         cfg = self.cfg
         halo = self.opts.halo if self.opts.halo is not None else receptive_radius(model)

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from densemed.errors import DensemedError
+from densemed.precision import amp_dtype
 import densemed.train.distributed as distributed
 from densemed.train.schedule import factor
 
@@ -64,15 +65,6 @@ def make_optimizer(params: Any, t: TrainConfig, lr: float | None = None) -> torc
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
     raise DensemedError(f"train.optimizer: unknown optimizer {t.optimizer!r} (use adam, adamw or sgd)")
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on the CPU and on GPUs that support it, else fp16 (which needs a gradient scaler)."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16
 
 
 class TrainingModule:
@@ -101,9 +93,10 @@ class TrainingModule:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
         self.step = 0
         self.total_steps = 1
-        self.amp_dtype = autocast_dtype(device)
+        #: autocast dtype of ``train.amp`` on this device (densemed.precision); None: float32
+        self.amp_dtype = amp_dtype(t.amp, device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range
-        self.scaler = torch.amp.GradScaler(device.type, enabled=bool(t.amp) and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
 
     @property
     def model(self) -> nn.Module:
@@ -164,7 +157,8 @@ class TrainingModule:
 
     def autocast(self) -> Any:
         """The autocast context of ``train.amp`` (a no-op when off)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=bool(self.t.amp))
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
 
     def backward_step(self, name: str, loss: torch.Tensor, params: Any) -> None:
         """Backward pass, optional clipping, optimiser step (through the scaler for fp16), scheduler step."""

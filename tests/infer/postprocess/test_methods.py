@@ -103,7 +103,7 @@ def test_detect_and_choose_h(cells):
 
 
 def test_every_method_is_registered_once():
-    assert names() == ["components", "contour_watershed", "dcan", "deepdistance", "watershed"]
+    assert names() == ["cells", "components", "contour_watershed", "dcan", "deepdistance", "watershed"]
 
 
 def test_tune_h_resolves_auto_from_the_validation_outputs(cells):
@@ -116,3 +116,40 @@ def test_tune_h_resolves_auto_from_the_validation_outputs(cells):
     # the same choice choose_h makes over the default candidates, with F1 1 at the chosen h
     assert chosen == {"h": choose_h([noisy], [cells])[0]} and scores[chosen["h"]] == 1.0
     assert tune([{"inner_distance": noisy}], [cells], {"h": 0.05}) is None  # nothing set to auto
+
+
+def _membrane_map() -> tuple[np.ndarray, np.ndarray]:
+    """Membrane probability of two 10x10 cells left and right of a membrane column with a 2-pixel gap."""
+    p = np.zeros((12, 23), np.float32)
+    p[[0, -1], :] = p[:, [0, 11, 22]] = 0.95
+    p[5:7, 11] = 0.3  # the gap: membrane less sure, below the usual 0.5 cut
+    truth = np.zeros_like(p, dtype=np.int32)
+    truth[1:11, 1:11], truth[1:11, 12:22] = 1, 2
+    return p, truth
+
+
+def test_cells_keep_two_cells_apart_across_a_membrane_gap_and_leave_no_membrane_segment():
+    from densemed.metrics.membrane import cell_segments, rand_scores
+
+    p, truth = _membrane_map()
+    assert cell_segments(p < 0.5).max() == 1  # thresholding merges the two cells through the gap
+    out = to_instances({"foreground": p}, "cells")
+    assert out.min() == 1 and out.max() == 2  # every pixel in one of two cells
+    assert len(np.unique(out[truth == 1])) == 1 and len(np.unique(out[truth == 2])) == 1
+    assert rand_scores(out, truth)["rand_error"] == 0.0
+    # a marker smaller than min_marker seeds nothing: a 2x2 dip inside the left cell's region stays in it
+    p2 = p.copy()
+    p2[1:11, 1:11] = 0.2
+    p2[4:6, 4:6] = 0.0
+    assert to_instances({"foreground": p2}, "cells", min_marker=10).max() == 1
+    assert to_instances({"foreground": p2}, "cells", min_marker=4).max() == 2
+
+
+def test_cells_tuner_picks_the_marker_threshold_by_rand_score():
+    from densemed.infer.postprocess import get_tuner
+
+    p, truth = _membrane_map()
+    p[1:11, 1:11] = 0.15  # the left cell is only moderately sure: markers need a cut above 0.15
+    chosen, scores = get_tuner("cells")([{"foreground": p}], [truth], {"marker_threshold": "auto", "min_marker": 10})
+    assert chosen == {"marker_threshold": 0.2}
+    assert scores["marker_threshold=0.05"] < scores["marker_threshold=0.2"] == 1.0

@@ -9,12 +9,13 @@ float arrays of the image's spatial shape ``(*S)`` (no batch or channel axis), a
 * regression heads by their name (``"inner_distance"``, ``"outer_distance"``), not activated.
 
 One method per module, registered by name: ``components``, ``watershed`` (distance-transform
-watershed), ``dcan``, ``contour_watershed``, ``deepdistance``. Every method returns int32 ids
+watershed), ``dcan``, ``contour_watershed``, ``deepdistance``, ``cells`` (cells grown between
+predicted membranes). Every method returns int32 ids
 1..N in scan order (0 = background). Every method registers a tuner for options set to ``auto``
 (:func:`tunable` lists them), most of them by the shared grid search of :mod:`.tuning`.
 """
 
-from densemed.infer.postprocess import components, dcan, deepdistance, watershed  # noqa: F401
+from densemed.infer.postprocess import cells, components, dcan, deepdistance, watershed  # noqa: F401
 from densemed.infer.postprocess._common import fill_holes, relabel, remove_small
 from densemed.infer.postprocess.registry import (
     check_params, get, get_tuner, names, register, to_instances, tunable, tuner,
