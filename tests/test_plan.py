@@ -208,3 +208,21 @@ def test_brain_templates_without_labels_give_one_line_error(capsys: pytest.Captu
     assert main(["plan", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("densemed: error:") and "no label file" in err
+
+
+def test_amp_is_planned_only_where_bf16_steps_are_measured_faster(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import densemed.precision as precision
+
+    tiny_2d(tmp_path)
+    fp = fingerprint(tmp_path)
+    half_under_bf16 = lambda model, *a: 0.05 if a[-1] else 0.1  # noqa: E731  (amp is the last argument)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    recipe, why = plan(fp, 10, step_time=half_under_bf16)
+    assert recipe["train"]["amp"] == "auto"
+    assert any(d == "train.amp: auto" and "2.0x faster" in r for d, r in why)
+    recipe, _ = plan(fp, 10, step_time=lambda model, *a: 0.09 if a[-1] else 0.1)  # 0.9 of float32: not worth it
+    assert "amp" not in recipe["train"]
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # no bf16 units: never timed, never planned
+    recipe, why = plan(fp, 10, step_time=half_under_bf16)
+    assert "amp" not in recipe["train"] and any(d == "train.amp: false" and "no bf16 units" in r for d, r in why)

@@ -39,6 +39,10 @@ Decisions (:func:`plan`, each returned with its reason):
 * Batch: ``BATCH_VOXELS / patch voxels``, clipped to [2, 16].
 * Normalisation: CT-like -> a fixed window at the foreground's 0.5 / 99.5 percentiles (nnU-Net's CT
   scheme; densemed's window then scales to [0, 1]); otherwise a per-image z-score.
+* Mixed precision: on a CPU with bf16 units (:func:`densemed.precision.cpu_has_bf16`) the width-16
+  step is timed in float32 and under bf16 autocast; ``train.amp: auto`` when bf16 takes at most
+  ``AMP_GAIN`` (0.8) of the float32 time, and the widths below are then timed under bf16. On other CPUs
+  float32 (bf16 would run emulated: a U-Net step measured 4x slower on an AVX2 CPU).
 * Network and width: a U-Net (depth 4 in 2D, 3 in 3D, batch norm); base widths 16, then 32 or 8, are timed
   on this machine (:func:`measure_step`, three steps after one warm-up, cached) and the widest one that
   still gets ``MIN_STEPS`` optimiser steps within 90 % of the budget is chosen (8 when none does).
@@ -70,6 +74,7 @@ from typing import Any, Callable
 import numpy as np
 
 from densemed.errors import DensemedError
+from densemed.precision import amp_dtype
 from densemed.typing import PathType
 
 #: voxels of the largest patch per dimensionality (CPU-sized: 256^2 in 2D, about 48^3 in 3D)
@@ -84,7 +89,10 @@ TOUCH_FRACTION = 0.1
 ANISOTROPY = 3.0
 DEPTH = {2: 4, 3: 3}
 
-StepTimer = Callable[[dict[str, Any], int, int, int, list[int], int], float]
+#: ``(model, dims, in_channels, out_channels, patch, batch, amp) -> seconds`` of one training step
+StepTimer = Callable[[dict[str, Any], int, int, int, list[int], int, bool], float]
+#: bf16 is used when its step takes at most this share of the float32 step
+AMP_GAIN = 0.8
 
 
 @dataclass
@@ -356,15 +364,17 @@ def _cache_file() -> Path:
 
 
 def measure_step(model: dict[str, Any], dims: int, in_channels: int, out_channels: int, patch: list[int],
-                 batch: int, steps: int = 3, cache: bool = True) -> float:
+                 batch: int, amp: bool = False, steps: int = 3, cache: bool = True) -> float:
     """Seconds of one training step (forward, dice_ce loss, backward, Adam) of ``model`` on this machine.
+
+    ``amp``: the forward pass under bf16 autocast (the loss in float32), as ``train.amp`` runs it.
 
     One warm-up step, then the mean of ``steps`` timed ones on a random batch; the result is cached in
     ``$DENSEMED_CACHE/plan_step_times.json`` (default ``~/.cache/densemed``) keyed by the network, the
     shapes, the torch version, the thread count and the CPU count.
 
     Example:
-        >>> t = measure_step({"name": "unet", "base_width": 4, "depth": 2}, 2, 1, 2, [16, 16], 2, steps=1,
+        >>> t = measure_step({"name": "unet", "base_width": 4, "depth": 2}, 2, 1, 2, [16, 16], 2, False, steps=1,
         ...                  cache=False)
         >>> print(t > 0)
         True
@@ -377,7 +387,7 @@ def measure_step(model: dict[str, Any], dims: int, in_channels: int, out_channel
     from densemed.build import build_network
 
     key = json.dumps([model, dims, in_channels, out_channels, patch, batch, torch.__version__,
-                      torch.get_num_threads(), os.cpu_count()], sort_keys=True)
+                      torch.get_num_threads(), os.cpu_count()] + (["bf16"] if amp else []), sort_keys=True)
     path = _cache_file()
     table: dict[str, float] = {}
     if cache and path.is_file():
@@ -396,9 +406,10 @@ def measure_step(model: dict[str, Any], dims: int, in_channels: int, out_channel
     y = torch.randint(0, out_channels, (batch, 1, *patch), generator=gen)
 
     def step() -> None:
-        out = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = net(x)
         out = out[0] if isinstance(out, (list, tuple)) else out
-        loss = loss_fn(out, y)
+        loss = loss_fn(out.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -527,14 +538,27 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     why.append((f"foreground_fraction: {data['foreground_fraction']}", f"foreground is {100 * fg_frac:.1f}% of the "
                 "voxels" + (": half the patches centred on it" if fg_frac < 0.2 else ": uniform crops see enough")))
 
-    # network width from the measured step time
+    # mixed precision where this machine runs bf16 faster, then the network width from the measured step time
+    def timed(w: int, bf16: bool) -> float:
+        spec = {"name": "unet", "base_width": w, "depth": depth, "norm": "batch"}
+        return float(timer(spec, dims, fp.channels, num_classes, patch, batch, bf16))
+
+    amp = False
+    if amp_dtype("auto", "cpu") is None:
+        why.append(("train.amp: false", "this CPU has no bf16 units (amx_bf16 / avx512_bf16): bf16 would run "
+                    "emulated, slower than float32"))
+    else:
+        fp32, bf16 = timed(16, False), timed(16, True)
+        amp = bf16 <= AMP_GAIN * fp32
+        why.append((f"train.amp: {'auto' if amp else 'false'}", (
+            f"measured width-16 step: bf16 {bf16:.3g} s vs float32 {fp32:.3g} s "
+            + (f"({fp32 / bf16:.1f}x faster)" if amp else f"(not {1 / AMP_GAIN:.2g}x faster)"))))
     train_s = 0.9 * budget_minutes * 60.0
     times: dict[int, float] = {}
 
     def t(w: int) -> float:
         if w not in times:
-            spec = {"name": "unet", "base_width": w, "depth": depth, "norm": "batch"}
-            times[w] = float(timer(spec, dims, fp.channels, num_classes, patch, batch))
+            times[w] = timed(w, amp)
         return times[w]
 
     width = 8
@@ -620,7 +644,7 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     recipe.update(
         data=data, model=model, augment=aug,
         train={"epochs": epochs, "lr": 0.001, "scheduler": "cosine", "seed": 0, "time_budget_s": budget_minutes * 60.0,
-               "val_every": val_every, "out": f"runs/plan_{Path(fp.root).name}"},
+               "val_every": val_every, "out": f"runs/plan_{Path(fp.root).name}", **({"amp": "auto"} if amp else {})},
         infer={"overlap": 0.5, **({"tta_axes": free} if fp.positional_axes else {})},
     )
     return recipe, why
