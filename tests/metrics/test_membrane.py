@@ -141,3 +141,19 @@ def test_a_cell_id_map_is_scored_by_its_ids_not_by_connectivity():
     s = membrane_scores(grown, truth)
     assert s["rand_error"] == pytest.approx(0.0)  # the true cell pixels keep their own cells
     assert s["pixel_error"] == pytest.approx(1 - 2 * 81 / (81 + 144))  # every pixel is called cell
+
+
+def test_evaluate_membranes_on_cell_maps_reports_only_membrane_scores(tmp_path, capsys):
+    truth = _grid()
+    for d in ("truth", "cells"):
+        (tmp_path / d).mkdir()
+    Image.fromarray(np.where(truth, 0, 255).astype(np.uint8)).save(tmp_path / "truth/s1.png")
+    grown = ndimage.grey_dilation(cell_segments(~truth), size=3).astype(np.uint16)  # 9 cell ids, no membrane
+    Image.fromarray(grown).save(tmp_path / "cells/s1.png")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--pred", str(tmp_path / "cells"), "--truth", str(tmp_path / "truth"),
+                 "--label-map", "0:1,255:0", "--membranes", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result) == ["membranes"]  # cell ids are not classes: no Dice table
+    assert result["membranes"]["images"][0]["kind"] == "cells" and result["membranes"]["mean"]["rand_error"] == 0.0
+    assert "dice" not in capsys.readouterr().out

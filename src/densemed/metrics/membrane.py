@@ -171,7 +171,8 @@ def evaluate_membrane_folders(pred_dir: str | Path, truth_dir: str | Path,
     predict --instances --instance-method cells``; its pixel error counts every id > 0 as cell).
 
     Returns:
-        ``{"metrics", "images": [{"name", **membrane_scores}], "mean": {metric: mean over images}}``.
+        ``{"metrics", "images": [{"name", "pred", "kind", **scores}], "mean": {metric: mean over images},
+        "threshold_pixel", "threshold_rand"}``; ``kind`` is ``probability``, ``mask`` or ``cells``.
     """
     from densemed.data.io import read_image, read_label
     from densemed.errors import DensemedError
@@ -188,19 +189,20 @@ def evaluate_membrane_folders(pred_dir: str | Path, truth_dir: str | Path,
         if truth.ndim != 2:
             raise DensemedError(f"{tpath}: membrane scores need 2D sections, got shape {truth.shape}")
         if f"{stem}_prob" in preds:
-            path = preds[f"{stem}_prob"]
+            path, kind = preds[f"{stem}_prob"], "probability"
             pred = np.squeeze(np.asarray(read_image(path)[0], np.float32))
         elif stem in preds:
             path = preds[stem]
             raw = np.asarray(read_label(path)[0])
             values = set(np.unique(raw).tolist())
             # a membrane mask (0/1 or 0/255) gives cells by connectivity; any other map holds cell ids
-            pred = _to_classes(raw, path, None) == 1 if values <= {0, 1} or values <= {0, 255} else raw.astype(np.int64)
+            kind = "mask" if values <= {0, 1} or values <= {0, 255} else "cells"
+            pred = _to_classes(raw, path, None) == 1 if kind == "mask" else raw.astype(np.int64)
         else:
             raise DensemedError(f"{pred_dir}: no prediction for {stem}")
         if pred.shape != truth.shape:
             raise DensemedError(f"{path}: size {pred.shape} differs from the truth {truth.shape}")
-        images.append({"name": stem, "pred": str(path)})
+        images.append({"name": stem, "pred": str(path), "kind": kind})
         curves.append(membrane_curve(pred, truth == 1))
     if len({len(c) for c in curves}) > 1:  # some masks among probability maps: a mask scores the same at every cut
         n = max(len(c) for c in curves)

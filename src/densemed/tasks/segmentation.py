@@ -218,16 +218,22 @@ class Segmentation(Task):
         """Dice, IoU, precision, recall, HD95 per image and class (:mod:`densemed.metrics.evaluate`).
 
         With ``options["membranes"]`` also ISBI 2012's pixel and Rand errors under ``"membranes"``
-        (:mod:`densemed.metrics.membrane`).
+        (:mod:`densemed.metrics.membrane`); those alone when every prediction is a map of cell ids
+        (``predict --instances --instance-method cells``), whose ids are not classes.
         """
         from densemed.metrics.evaluate import evaluate_folders
 
-        result = evaluate_folders(pred, truth, num_classes=options.get("num_classes"),
-                                  label_map=options.get("label_map"), class_names=options.get("class_names"))
+        membranes = None
         if options.get("membranes"):
             from densemed.metrics.membrane import evaluate_membrane_folders
 
-            result["membranes"] = evaluate_membrane_folders(pred, truth, options.get("label_map"))
+            membranes = evaluate_membrane_folders(pred, truth, options.get("label_map"))
+            if all(im["kind"] == "cells" for im in membranes["images"]):
+                return {"membranes": membranes}
+        result = evaluate_folders(pred, truth, num_classes=options.get("num_classes"),
+                                  label_map=options.get("label_map"), class_names=options.get("class_names"))
+        if membranes is not None:
+            result["membranes"] = membranes
         return result
 
     @classmethod
@@ -239,7 +245,8 @@ class Segmentation(Task):
             return format_table(result)
         from densemed.metrics.membrane import format_membrane_table
 
-        return format_table(result) + "\n\n" + format_membrane_table(result["membranes"])
+        tables = [format_table(result)] if "images" in result else []
+        return "\n\n".join(tables + [format_membrane_table(result["membranes"])])
 
 
 def check_no_geometric(cfg: Any, what: str) -> None:
