@@ -6,6 +6,8 @@
   and of the 3D U-Net (base width 16, depth 4) on 2x1x64x64x64, each against MONAI ``BasicUNet``
   at the same widths with batch norm and ReLU, in float32 and in bf16. The bf16 speed-up of each
   network (float32 median / bf16 median) is in the notes column.
+* ``train.channels_last``: the same densemed networks with their conv weights channels-last
+  (:func:`densemed.train.module.to_channels_last`) against the default layout, float32 and bf16.
 * Validation at equal budget (:func:`equal_budget`, run by ``python -m benchmarks.bench_amp
   --budget S``): ``configs/unet_isbi2012.yaml`` trained twice **at the same time** (so both see
   the same machine load), ``train.amp`` false and true, 1 thread each, the same time budget;
@@ -74,6 +76,24 @@ def _pair(case: str, ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Tenso
             Row(f"{case} bf16 autocast", times[("ours", True)], times[("ref", True)], "MONAI BasicUNet", extra=note)]
 
 
+def _layouts(case: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int) -> list[Row]:
+    """``train.channels_last`` against the default layout: one network, float32 and bf16, same rounds."""
+    import copy
+
+    from densemed.train.module import to_channels_last
+
+    nets = {False: net, True: to_channels_last(copy.deepcopy(net))}
+    fns = {(cl, bf): _step(nets[cl], x, y, bf) for cl in (False, True) for bf in (False, True)}
+    for fn in fns.values():
+        fn()
+    times: dict[tuple[bool, bool], list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            times[key] += timeit(fn, repeats=1, warmup=0)
+    return [Row(f"{case} channels-last (ours) vs default layout (ref), {'bf16' if bf else 'float32'}",
+                times[(True, bf)], times[(False, bf)], "default layout") for bf in (False, True)]
+
+
 def run(quick: bool = False) -> list[Row]:
     global NOTES
     from monai.networks.nets import BasicUNet
@@ -94,11 +114,13 @@ def run(quick: bool = False) -> list[Row]:
                     dropout=0.0, upsample="deconv").to(dev)
     x, y = torch.randn(b2, 1, s2, s2, device=dev), torch.randint(0, 2, (b2, s2, s2), device=dev)
     rows += _pair(f"U-Net 2D (width 32) train step {b2}x1x{s2}x{s2}", ours, ref, x, y, reps)
+    rows += _layouts(f"U-Net 2D (width 32) train step {b2}x1x{s2}x{s2}", ours, x, y, reps)
     ours3 = nets.build("unet", dims=3, in_channels=1, out_channels=2, base_width=16, depth=4).to(dev)
     ref3 = BasicUNet(3, 1, 2, features=(16, 32, 64, 128, 256, 16), act="relu", norm="batch",
                      dropout=0.0, upsample="deconv").to(dev)
     x3, y3 = torch.randn(b3, 1, s3, s3, s3, device=dev), torch.randint(0, 2, (b3, s3, s3, s3), device=dev)
     rows += _pair(f"3D U-Net (width 16) train step {b3}x1x{s3}^3", ours3, ref3, x3, y3, reps)
+    rows += _layouts(f"3D U-Net (width 16) train step {b3}x1x{s3}^3", ours3, x3, y3, reps)
     cpu = torch.backends.cpu.get_cpu_capability() if dev.type == "cpu" else torch.cuda.get_device_name()
     NOTES = (f"CPU capability {cpu}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
              "(`uptime`; the CPU is shared with other agents).")

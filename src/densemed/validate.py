@@ -339,6 +339,7 @@ RULES: dict[str, Rule] = {
     "train.time_budget_s": optional(number(0, lo_open=True)),
     "train.out": string,
     "train.amp": amp_setting,
+    "train.channels_last": boolean,
     "train.threads": optional(integer(1, MAX_THREADS + 1)),
     "train.grad_clip": optional(number(0, lo_open=True)),
     "train.val_every": integer(1),

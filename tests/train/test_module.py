@@ -88,3 +88,24 @@ def test_state_dict_round_trip_continues_identically():
     for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
     assert a.lr() == b.lr() and a.step == b.step == 2
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_stores_conv_weights_nhwc_and_trains_like_the_default_layout(dims):
+    shape = "[8,8]" if dims == 2 else "[8,8,8]"
+    fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+    runs = {}
+    for cl in (False, True):
+        module, _ = _module(f"data.dims={dims}", f"data.patch_size={shape}", f"train.channels_last={str(cl).lower()}")
+        convs = [p for p in module.model.parameters() if p.dim() == dims + 2]
+        if cl:  # every conv weight NHWC, and (channels > 1) no longer in the default order
+            assert convs and all(p.is_contiguous(memory_format=fmt) for p in convs)
+            assert any(not p.is_contiguous() for p in convs)
+        else:
+            assert all(p.is_contiguous() for p in convs)
+        g = torch.Generator().manual_seed(1)
+        size = (2, 1) + (8,) * dims
+        batch = {"image": torch.randn(*size, generator=g), "label": (torch.rand(*size, generator=g) > 0.5).long()}
+        runs[cl] = [module.train_step(batch)["loss"] for _ in range(3)]
+    # the same arithmetic in another memory order: equal up to float summation order
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
