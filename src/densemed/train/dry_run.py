@@ -24,6 +24,7 @@ from densemed.checkpoint import load, load_state
 from densemed.config import Config
 from densemed.errors import DensemedError
 from densemed.train.loop import Trainer
+from densemed.train.module import SupervisedModule
 from densemed.validate import guard
 
 
@@ -33,7 +34,8 @@ def dry_run(cfg: Config, resume: bool = False, log: Callable[[str], None] | None
     The :class:`~densemed.train.Trainer` is built in a temporary folder with the data read as for
     training (every case), ``data.batch_size`` at most 2, one sample per epoch and one validation
     patch per image; then one batch is drawn and augmented as in epoch 1, the network's forward
-    pass and the loss are tried on their own (so a failure names ``model`` or ``loss``), and one
+    pass and the loss are tried on their own (so a failure names ``model`` or ``loss``; only for
+    the plain supervised step, since a task's own step completes the batch first), and one
     optimiser step is taken. With ``resume``, ``train.out/last.pt`` is also loaded into the
     training module. ``train.out`` is only read. Returns a one-line summary.
     """
@@ -68,11 +70,14 @@ def dry_run(cfg: Config, resume: bool = False, log: Callable[[str], None] | None
         shape = "x".join(map(str, batch["image"].shape))
         model, task = tr.model, tr.task
         model.train()
-        with torch.no_grad():
-            output = guard("model", lambda: model(*task.model_args(model, batch)), str(out),
-                           f"the forward pass of {cfg.model['name']!r} on a {shape} batch failed")
-            guard("loss", lambda: task.compute_loss(tr.loss_fn, output, batch), str(out),
-                  f"loss {cfg.loss['name']!r} on the output of {cfg.model['name']!r} failed")
+        # a task's own training step (GAN, simulated measurements, derived classes) completes the batch
+        # before the network sees it: only the plain supervised step can be tried in parts
+        if type(tr.module).train_step is SupervisedModule.train_step:
+            with torch.no_grad():
+                output = guard("model", lambda: model(*task.model_args(model, batch)), str(out),
+                               f"the forward pass of {cfg.model['name']!r} on a {shape} batch failed")
+                guard("loss", lambda: task.compute_loss(tr.loss_fn, output, batch), str(out),
+                      f"loss {cfg.loss['name']!r} on the output of {cfg.model['name']!r} failed")
         torch.manual_seed(cfg.train.seed)
         try:
             rec = tr.module.train_step(batch)
