@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage
 from PIL import Image
+from scipy import ndimage
 from skimage.metrics import adapted_rand_error
 
 from densemed.cli import main

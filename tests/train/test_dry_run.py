@@ -63,6 +63,7 @@ def test_dry_run_passes_recipes_whose_task_completes_the_batch_in_its_own_step(r
     # these tasks add class labels, simulated measurements or GAN targets inside their training step,
     # so the network cannot be tried on the raw batch: the dry run must go through the step itself
     root = real_data / config.load(f"configs/{recipe}.yaml").data.root
-    cfg = config.load(f"configs/{recipe}.yaml", [f"data.root={root}", f"train.out={tmp_path / 'run'}", "train.threads=1"])
+    cfg = config.load(f"configs/{recipe}.yaml",
+                      [f"data.root={root}", f"train.out={tmp_path / 'run'}", "train.threads=1"])
     line = dry_run(cfg)
     assert line.startswith("check passed:") and not (tmp_path / "run").exists()

@@ -37,7 +37,6 @@ from densemed.tasks.base import Task
 from densemed.tasks.registry import register
 
 
-
 def write_label_map(outputs: torch.Tensor, meta: ImageMeta, target: Path) -> Path:
     """Write the label map of ``(1, C, *S)`` probabilities to ``target``; returns ``target``.
 

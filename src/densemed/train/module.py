@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+import densemed.train.distributed as distributed
 from densemed.errors import DensemedError
 from densemed.precision import amp_dtype
-import densemed.train.distributed as distributed
 from densemed.train.schedule import factor
 
 if TYPE_CHECKING:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-import densemed.nets as nets
 from densemed.errors import DensemedError
 from densemed.infer.postprocess import names, to_instances
 from densemed.infer.postprocess.deepdistance import choose_h, detect

@@ -18,7 +18,14 @@ predicted membranes). Every method returns int32 ids
 from densemed.infer.postprocess import cells, components, dcan, deepdistance, watershed  # noqa: F401
 from densemed.infer.postprocess._common import fill_holes, relabel, remove_small
 from densemed.infer.postprocess.registry import (
-    check_params, get, get_tuner, names, register, to_instances, tunable, tuner,
+    check_params,
+    get,
+    get_tuner,
+    names,
+    register,
+    to_instances,
+    tunable,
+    tuner,
 )
 
 __all__ = [
