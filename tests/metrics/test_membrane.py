@@ -157,3 +157,19 @@ def test_evaluate_membranes_on_cell_maps_reports_only_membrane_scores(tmp_path, 
     assert list(result) == ["membranes"]  # cell ids are not classes: no Dice table
     assert result["membranes"]["images"][0]["kind"] == "cells" and result["membranes"]["mean"]["rand_error"] == 0.0
     assert "dice" not in capsys.readouterr().out
+
+
+def test_a_folder_mixing_a_mask_and_a_probability_map_reports_the_maps_threshold(tmp_path):
+    from densemed.metrics.membrane import evaluate_membrane_folders
+
+    truth = _grid()
+    for d in ("truth", "pred"):
+        (tmp_path / d).mkdir()
+    for name in "ab":
+        Image.fromarray(np.where(truth, 0, 255).astype(np.uint8)).save(tmp_path / f"truth/{name}.png")
+    Image.fromarray((truth * 255).astype(np.uint8)).save(tmp_path / "pred/a.png")  # an exact mask, listed first
+    tifffile.imwrite(tmp_path / "pred/b_prob.tif", np.where(truth, 0.6, 0.45).astype(np.float32))
+    r = evaluate_membrane_folders(tmp_path / "pred", tmp_path / "truth", {0: 1, 255: 0})
+    assert [im["kind"] for im in r["images"]] == ["mask", "probability"]
+    assert r["mean"] == {"pixel_error": 0.0, "rand_error": 0.0}
+    assert 0.45 < r["threshold_pixel"] <= 0.6 and 0.45 < r["threshold_rand"] <= 0.6

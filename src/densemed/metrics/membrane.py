@@ -213,8 +213,10 @@ def evaluate_membrane_folders(pred_dir: str | Path, truth_dir: str | Path,
         im.update(pixel_error=curve[px]["pixel_error"], rand_error=curve[rd]["rand_error"],
                   rand_precision=curve[rd]["rand_precision"], rand_recall=curve[rd]["rand_recall"])
     mean = {m: float(np.mean([im[m] for im in images])) for m in MEMBRANE_METRICS}
+    # the thresholds of a probability map (a mask's entry, repeated above, has threshold NaN)
+    cuts = next((c for im, c in zip(images, curves) if im["kind"] == "probability"), curves[0])
     return {"metrics": list(MEMBRANE_METRICS), "images": images, "mean": mean,
-            "threshold_pixel": curves[0][px]["threshold"], "threshold_rand": curves[0][rd]["threshold"]}
+            "threshold_pixel": cuts[px]["threshold"], "threshold_rand": cuts[rd]["threshold"]}
 
 
 def format_membrane_table(result: Mapping[str, Any]) -> str:
