@@ -226,3 +226,20 @@ def test_amp_is_planned_only_where_bf16_steps_are_measured_faster(tmp_path: Path
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # no bf16 units: never timed, never planned
     recipe, why = plan(fp, 10, step_time=half_under_bf16)
     assert "amp" not in recipe["train"] and any(d == "train.amp: false" and "no bf16 units" in r for d, r in why)
+
+
+def test_the_step_timed_for_the_amp_decision_is_not_timed_again(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import densemed.precision as precision
+
+    tiny_2d(tmp_path)
+    fp = fingerprint(tmp_path)
+    calls: list[tuple[int, bool]] = []
+
+    def timer(model, *a):
+        calls.append((model["base_width"], a[-1]))
+        return 0.05 if a[-1] else 0.1
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    plan(fp, 10, step_time=timer)
+    assert calls.count((16, True)) == 1 and calls.count((16, False)) == 1

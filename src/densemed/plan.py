@@ -545,17 +545,18 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
         return float(timer(spec, dims, fp.channels, num_classes, patch, batch, bf16))
 
     amp = False
+    times: dict[int, float] = {}  # seconds per step by width, in the chosen precision
     if amp_dtype("auto", "cpu") is None:
         why.append(("train.amp: false", "this CPU has no bf16 units (amx_bf16 / avx512_bf16): bf16 would run "
                     "emulated, slower than float32"))
     else:
         fp32, bf16 = timed(16, False), timed(16, True)
         amp = bf16 <= AMP_GAIN * fp32
+        times[16] = bf16 if amp else fp32
         why.append((f"train.amp: {'auto' if amp else 'false'}", (
             f"measured width-16 step: bf16 {bf16:.3g} s vs float32 {fp32:.3g} s "
             + (f"({fp32 / bf16:.1f}x faster)" if amp else f"(not {1 / AMP_GAIN:.2g}x faster)"))))
     train_s = 0.9 * budget_minutes * 60.0
-    times: dict[int, float] = {}
 
     def t(w: int) -> float:
         if w not in times:
