@@ -27,8 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,17 +57,23 @@ def _matmul_gflops(dtype: torch.dtype, n: int) -> list[float]:
     return timeit(lambda: a @ b, repeats=5, warmup=1)
 
 
-def _pair(case: str, ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-          reps: int) -> list[Row]:
-    """fp32 and bf16 rows of one network pair, every variant timed in the same alternating rounds."""
-    fns = {(who, bf): _step(net, x, y, bf) for who, net in (("ours", ours), ("ref", ref)) for bf in (False, True)}
+def _alternate(case: str, fns: dict[Any, Callable[[], None]], reps: int) -> dict[Any, list[float]]:
+    """One warm-up call of each variant, then ``reps`` rounds timing every variant once (same load for all)."""
     for fn in fns.values():
         fn()  # warm-up
-    times: dict[tuple[str, bool], list[float]] = {k: [] for k in fns}
+    times: dict[Any, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for key, fn in fns.items():
             times[key] += timeit(fn, repeats=1, warmup=0)
             print(f"  {case} {key}: {times[key][-1]:.2f} s", file=sys.stderr, flush=True)  # progress on slow CPUs
+    return times
+
+
+def _pair(case: str, ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+          reps: int) -> list[Row]:
+    """fp32 and bf16 rows of one network pair, every variant timed in the same alternating rounds."""
+    fns = {(who, bf): _step(net, x, y, bf) for who, net in (("ours", ours), ("ref", ref)) for bf in (False, True)}
+    times = _alternate(case, fns, reps)
 
     def med(key: tuple[str, bool]) -> float:
         return sorted(times[key])[len(times[key]) // 2]
@@ -84,12 +92,7 @@ def _layouts(case: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
     nets = {False: net, True: to_channels_last(copy.deepcopy(net))}
     fns = {(cl, bf): _step(nets[cl], x, y, bf) for cl in (False, True) for bf in (False, True)}
-    for fn in fns.values():
-        fn()
-    times: dict[tuple[bool, bool], list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for key, fn in fns.items():
-            times[key] += timeit(fn, repeats=1, warmup=0)
+    times = _alternate(f"{case} channels-last", fns, reps)
     return [Row(f"{case} channels-last (ours) vs default layout (ref), {'bf16' if bf else 'float32'}",
                 times[(True, bf)], times[(False, bf)], "default layout") for bf in (False, True)]
 
