@@ -126,8 +126,42 @@ def test_touching_objects_give_border_weight_instance_recipe(tmp_path: Path) -> 
     assert recipe["task"]["name"] == "instances"
     assert recipe["task"]["targets"]["weights"]["name"] == "border_weights"
     assert recipe["loss"] == {"name": "weighted_ce"}
-    assert recipe["task"]["postprocess"] == {"method": "watershed", "h": 2.0, "min_size": 9}  # 36 / 4
+    # its parameters are chosen on validation at the end of training (issue 17), not fixed in the plan
+    assert recipe["task"]["postprocess"] == {"method": "watershed", "h": "auto", "threshold": "auto",
+                                             "min_size": "auto"}
     config.from_dict(recipe, "plan")
+
+
+def test_separate_objects_give_components_with_thresholds_chosen_on_validation(tmp_path: Path) -> None:
+    for stem, n in (("a", 3), ("b", 4)):  # 3 and 4 objects of 6 x 6 px, 4 px apart: none touching
+        lab = np.zeros((32, 48), np.uint16)
+        for i in range(n):
+            lab[2:8, 2 + 10 * i:8 + 10 * i] = i + 1
+        write_label(tmp_path / "images" / f"{stem}.png", ((lab > 0) * 180 + 30).astype(np.uint8))
+        write_label(tmp_path / "labels" / f"{stem}.png", lab)
+    fp = fingerprint(tmp_path)
+    assert fp.label_kind == "instances" and fp.touching_fraction == 0.0
+    recipe, _ = plan(fp, 10, step_time=fixed_time(0.1))
+    assert recipe["task"] == {"name": "instances",
+                              "postprocess": {"method": "components", "threshold": "auto", "min_size": "auto"}}
+    assert recipe["loss"] == {"name": "dice_ce"}
+    config.from_dict(recipe, "plan")
+
+
+def test_written_plan_has_no_yaml_aliases_and_loads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    monkeypatch.setenv("DENSEMED_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    positional_3d(data)
+    out = tmp_path / "planned.yaml"
+    monkeypatch.setattr("densemed.plan.measure_step", fixed_time(0.1))
+    assert main(["plan", str(data), "--budget", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    # the flip axes and the test-time flip axes are the same list; a YAML alias (&id001) would puzzle a reader
+    assert "&id" not in text and "*id" not in text
+    loaded = yaml.safe_load(text)
+    assert loaded["augment"]["flip"]["axes"] == loaded["infer"]["tta_axes"] == [0, 2]
 
 
 def test_anisotropic_ct_volumes_keep_spacing_get_anisotropic_patch_and_ct_window(tmp_path: Path) -> None:
@@ -219,10 +253,10 @@ def test_amp_is_planned_only_where_bf16_steps_are_measured_faster(tmp_path: Path
     half_under_bf16 = lambda model, *a: 0.05 if a[-1] else 0.1  # noqa: E731  (amp is the last argument)
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     recipe, why = plan(fp, 10, step_time=half_under_bf16)
-    assert recipe["train"]["amp"] == "auto"
+    assert recipe["train"]["amp"] == "auto" and recipe["train"]["channels_last"] is True
     assert any(d == "train.amp: auto" and "2.0x faster" in r for d, r in why)
     recipe, _ = plan(fp, 10, step_time=lambda model, *a: 0.09 if a[-1] else 0.1)  # 0.9 of float32: not worth it
-    assert "amp" not in recipe["train"]
+    assert "amp" not in recipe["train"] and "channels_last" not in recipe["train"]
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # no bf16 units: never timed, never planned
     recipe, why = plan(fp, 10, step_time=half_under_bf16)
     assert "amp" not in recipe["train"] and any(d == "train.amp: false" and "no bf16 units" in r for d, r in why)

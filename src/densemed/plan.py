@@ -43,6 +43,7 @@ Decisions (:func:`plan`, each returned with its reason):
   step is timed in float32 and under bf16 autocast; ``train.amp: auto`` when bf16 takes at most
   ``AMP_GAIN`` (0.8) of the float32 time, and the widths below are then timed under bf16. On other CPUs
   float32 (bf16 would run emulated: a U-Net step measured 4x slower on an AVX2 CPU).
+  With bf16, ``train.channels_last: true`` too (oneDNN's bf16 convolutions run channels-last natively).
 * Network and width: a U-Net (depth 4 in 2D, 3 in 3D, batch norm); base widths 16, then 32 or 8, are timed
   on this machine (:func:`measure_step`, three steps after one warm-up, cached) and the widest one that
   still gets ``MIN_STEPS`` optimiser steps within 90 % of the budget is chosen (8 when none does).
@@ -50,7 +51,8 @@ Decisions (:func:`plan`, each returned with its reason):
   the instance task with the U-Net border weight map (Ronneberger et al. 2015, Eq. 2, w0 = 10,
   sigma = 5 px) and ``weighted_ce``, post-processed by the distance-transform watershed; instance labels
   without touching objects: the instance task with ``dice_ce`` and connected components.
-  ``min_size`` is a quarter of the 5th percentile of the object sizes.
+  Their post-processing parameters (``h``, ``threshold``, ``min_size``) are ``auto``: chosen on the
+  validation images at the end of training and stored in the checkpoint.
 * Augmentation: flips on the non-positional axes, quarter turns when no axis is positional and the data
   are not anisotropic, a small affine (rotation 10 degrees, scale 0.9-1.1) unless anisotropic, and the
   intensity transforms of the hand-written hippocampus recipes.
@@ -556,6 +558,9 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
         why.append((f"train.amp: {'auto' if amp else 'false'}", (
             f"measured width-16 step: bf16 {bf16:.3g} s vs float32 {fp32:.3g} s "
             + (f"({fp32 / bf16:.1f}x faster)" if amp else f"(not {1 / AMP_GAIN:.2g}x faster)"))))
+        if amp:
+            why.append(("train.channels_last: true", "bf16 convolutions run natively in channels-last layout "
+                        "(same arithmetic; 1.8x / 1.4x faster 2D / 3D steps on an AMX Xeon, benchmarks/RESULTS.md)"))
     train_s = 0.9 * budget_minutes * 60.0
 
     def t(w: int) -> float:
@@ -581,23 +586,25 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     # loss and task
     recipe: dict[str, Any] = {}
     if fp.label_kind == "instances" and fp.touching_fraction >= TOUCH_FRACTION:
-        min_size = max(4, int(round(0.25 * fp.object_sizes["p5"])))
         recipe["task"] = {"name": "instances",
                           "targets": {"weights": {"name": "border_weights", "w0": 10.0, "sigma": 5.0}},
-                          "postprocess": {"method": "watershed", "h": 2.0, "min_size": min_size}}
+                          "postprocess": {"method": "watershed", "h": "auto", "threshold": "auto",
+                                          "min_size": "auto"}}
         recipe["loss"] = {"name": "weighted_ce"}
         why.append(("task: instances, border weights + weighted_ce", (
             f"{100 * fp.touching_fraction:.0f}% of the objects touch another (>= {100 * TOUCH_FRACTION:.0f}%): the "
             "U-Net border weight map (w0 10, sigma 5 px) makes the gaps between them count")))
-        why.append((f"postprocess: watershed, h 2, min_size {min_size}", (
-            f"distance-transform watershed splits touching objects; min_size = 1/4 of the 5th-percentile object "
-            f"({fp.object_sizes['p5']:g} voxels)")))
+        why.append(("postprocess: watershed, h / threshold / min_size auto", (
+            "distance-transform watershed splits touching objects; its parameters are chosen on the validation "
+            f"images at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
     elif fp.label_kind == "instances":
-        min_size = max(4, int(round(0.25 * fp.object_sizes["p5"])))
-        recipe["task"] = {"name": "instances", "postprocess": {"method": "components", "min_size": min_size}}
+        recipe["task"] = {"name": "instances",
+                          "postprocess": {"method": "components", "threshold": "auto", "min_size": "auto"}}
         recipe["loss"] = {"name": "dice_ce"}
         why.append(("task: instances, dice_ce", f"only {100 * fp.touching_fraction:.0f}% of the objects touch another"))
-        why.append((f"postprocess: components, min_size {min_size}", "separate objects are connected components"))
+        why.append(("postprocess: components, threshold / min_size auto", (
+            "separate objects are connected components; threshold and minimum size chosen on the validation "
+            f"images at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
     else:
         recipe["task"] = {"name": "segmentation"}
         recipe["loss"] = {"name": "dice_ce"}
@@ -646,8 +653,9 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     recipe.update(
         data=data, model=model, augment=aug,
         train={"epochs": epochs, "lr": 0.001, "scheduler": "cosine", "seed": 0, "time_budget_s": budget_minutes * 60.0,
-               "val_every": val_every, "out": f"runs/plan_{Path(fp.root).name}", **({"amp": "auto"} if amp else {})},
-        infer={"overlap": 0.5, **({"tta_axes": free} if fp.positional_axes else {})},
+               "val_every": val_every, "out": f"runs/plan_{Path(fp.root).name}",
+               **({"amp": "auto", "channels_last": True} if amp else {})},
+        infer={"overlap": 0.5, **({"tta_axes": list(free)} if fp.positional_axes else {})},  # a copy: no YAML alias
     )
     return recipe, why
 
