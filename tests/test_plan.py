@@ -237,6 +237,24 @@ def test_msd_hippocampus_plans_3d_without_flips_on_the_anterior_posterior_axis()
     config.from_dict(recipe, "plan")
 
 
+def test_isbi2012_membranes_at_value_0_are_flagged_for_a_label_map(tmp_path: Path) -> None:
+    import yaml
+
+    fp = fingerprint(need("isbi2012_em"), max_cases=4)
+    assert fp.label_kind == "classes" and fp.class_values == [0, 255]
+    assert fp.class_fractions[0] < 0.5  # the membranes (0) are the minority
+    recipe, why = plan(fp, 10, step_time=fixed_time(0.5))
+    assert "label_map" not in recipe["data"]  # not guessed: flagged
+    hint = [r for d, r in why if d == "classes: value 0 = background (check)"]
+    assert len(hint) == 1 and '"data.label_map={0: 1, 255: 0}"' in hint[0]
+    # the printed --set, given to the planned recipe, maps the membranes to class 1 as the hand-written recipes do
+    (tmp_path / "planned.yaml").write_text(yaml.safe_dump(recipe))
+    override = hint[0].split('--set "')[1].rstrip('"')
+    assert config.load(tmp_path / "planned.yaml", [override]).data.label_map == {0: 1, 255: 0}
+    fp = fingerprint(need("msd_hippocampus"), max_cases=2)  # background the majority: no such line
+    assert not any(d.startswith("classes: value 0") for d, _ in plan(fp, 10, step_time=fixed_time(0.5))[1])
+
+
 def test_brain_templates_without_labels_give_one_line_error(capsys: pytest.CaptureFixture) -> None:
     root = need("brain_mri_templates")
     assert main(["plan", str(root)]) == 2

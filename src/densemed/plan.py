@@ -535,6 +535,12 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
         if vals != list(range(len(vals))) and vals != [0, 255]:
             data["label_map"] = {v: i for i, v in enumerate(vals)}
             why.append((f"label_map: {data['label_map']}", f"label values {vals} are not 0..{len(vals) - 1}"))
+        zero = fp.class_fractions.get(0, 1.0)
+        if len(vals) == 2 and zero < 0.5:
+            # 0 is read as background; a planner cannot tell which of two values is the structure
+            why.append(("classes: value 0 = background (check)", (
+                f"value 0 covers only {100 * zero:.1f}% of the voxels, less than {vals[1]}: if 0 marks the structure "
+                f"(as ISBI 2012's membranes), add --set \"data.label_map={{0: 1, {vals[1]}: 0}}\"")))
     data["num_classes"] = num_classes
     fg_frac = 1.0 - fp.class_fractions.get(0, 0.0)
     data["foreground_fraction"] = 0.5 if fg_frac < 0.2 else 0.0
