@@ -138,9 +138,22 @@ def launch(nproc: int, train_argv: Sequence[str]) -> int:
     return subprocess.call(cmd)
 
 
-def cleanup() -> None:
-    """Leave the process group (no-op when none)."""
+def cleanup(finished: bool = True) -> None:
+    """Leave the process group (no-op when none).
+
+    ``finished`` (every rank got here normally): wait for the others first, then collect the
+    garbage so that DDP reducers and gloo work objects die while the interpreter is alive. A
+    gloo worker thread that frees a tensor during interpreter shutdown takes the GIL there and
+    aborts the process ("terminate called without an active exception", SIGABRT) — a rank that
+    exits while its peer still writes the run folder. After a failure no barrier: the peers may
+    be gone, and torchrun stops them anyway.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            barrier()
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
 
 

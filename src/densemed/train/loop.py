@@ -287,8 +287,10 @@ class Trainer:
         return bool(flag)
 
     def _over_val_share(self, val_s: float, last_val_s: float, train_s: float) -> bool:
-        """Whether one more validation, costing ``last_val_s`` like the previous one, would take periodic
-        validation above ``train.val_share`` of the elapsed time (budgeted runs; never before the first).
+        """Whether one more validation would take periodic validation above ``train.val_share``.
+
+        The next validation is assumed to cost ``last_val_s`` like the previous one; the share is of
+        the elapsed time (budgeted runs; never before the first validation).
 
         Args:
             val_s: seconds of periodic validation so far in this process.
@@ -515,7 +517,10 @@ def train(cfg: Config, resume: bool = False, log: Callable[[str], None] = print)
 
     Under torchrun every process calls this; the process group is left at the end.
     """
+    finished = False
     try:
-        return Trainer(cfg, resume, log).fit()
+        result = Trainer(cfg, resume, log).fit()
+        finished = True
+        return result
     finally:
-        distributed.cleanup()
+        distributed.cleanup(finished)
