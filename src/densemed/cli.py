@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "STEM_prob files of predict --probabilities are scored at their best threshold)")
     e.add_argument("--task", default="segmentation",
                    help="segmentation (Dice, IoU, HD95), instances (object scores), image or sr (PSNR, SSIM)")
-    e.add_argument("--baseline", help="with --task image: folder of baseline (e.g. tricubic) volumes to score alongside")
+    e.add_argument("--baseline",
+                   help="with --task image: folder of baseline (e.g. tricubic) volumes to score alongside")
     e.add_argument("--figure", help="with --task image and --baseline: PNG of input, tricubic, prediction, truth and "
                    "their error maps (first volume)")
     e.set_defaults(fn=_cmd_evaluate)

@@ -247,9 +247,10 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 def load_run(run: str | Path, recipe: str | Path | None, overrides: list[str]) -> Config:
-    """The recipe to resume the run folder ``run`` with: its ``config.yaml`` (or ``recipe``), with
-    ``overrides`` and ``train.out`` pointing at ``run``. A folder without ``config.yaml`` or
-    ``last.pt`` raises one :class:`DensemedError` line naming it.
+    """The recipe to resume the run folder ``run`` with.
+
+    That is its ``config.yaml`` (or ``recipe``), with ``overrides`` and ``train.out`` pointing at
+    ``run``. A folder without ``config.yaml`` or ``last.pt`` raises one :class:`DensemedError` line naming it.
     """
     run = Path(run)
     if not (run / "config.yaml").is_file():

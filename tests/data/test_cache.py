@@ -372,7 +372,8 @@ def test_an_unwritable_cache_folder_is_one_line_or_memory_when_defaulted(tmp_pat
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")  # a folder under a file can be created by no one, root included
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"task: instances\ndata: {{root: {root}, cache_dir: {blocker / 'cache'}, patch_size: [16, 16]}}\n")
+    cache = blocker / "cache"
+    recipe.write_text(f"task: instances\ndata: {{root: {root}, cache_dir: {cache}, patch_size: [16, 16]}}\n")
     assert main(["preprocess", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{blocker / 'cache'}: cannot create the case cache" in err

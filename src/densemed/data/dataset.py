@@ -4,12 +4,12 @@ A dataset folder holds ``images/`` and ``labels/`` with files of the same stem (
 NIfTI for 3D), or is an nnU-Net v2 raw or MSD dataset (``data.layout``, detected by default;
 :mod:`densemed.data.layouts`): nnU-Net cases with one file per channel are stacked into channels,
 and the class names of a ``dataset.json`` go into ``data.class_names`` (and so into the run's
-``config.yaml`` and every checkpoint). Every case is read, checked, normalised and its derived targets computed once
-(labels never change during training) into an on-disk cache that training reads through memory
-maps, at most ``data.cache_mb`` open at a time (:mod:`densemed.data.cache`), then training draws random patches with a configurable
-share centred on foreground. Randomness comes from ``numpy.random.default_rng([seed, epoch, i])``,
-so sample ``i`` of epoch ``e`` is the same whatever the worker layout, and a resumed run sees
-the same data as an uninterrupted one.
+``config.yaml`` and every checkpoint). Every case is read, checked, normalised and its derived
+targets computed once (labels never change during training) into an on-disk cache that training
+reads through memory maps, at most ``data.cache_mb`` open at a time (:mod:`densemed.data.cache`),
+then training draws random patches with a configurable share centred on foreground. Randomness
+comes from ``numpy.random.default_rng([seed, epoch, i])``, so sample ``i`` of epoch ``e`` is the
+same whatever the worker layout, and a resumed run sees the same data as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -449,8 +449,9 @@ class PatchDataset(Dataset):
         cases = self.cases
         if self.pools is not None:  # first the folder, by its share (no extra draw without extra_roots)
             u, acc, total = rng.random(), 0.0, sum(s for s, _ in self.pools)
-            for share, cases in self.pools:
+            for share, pool in self.pools:
                 acc += share / total
+                cases = pool  # the last pool when rounding leaves u >= acc
                 if u < acc:
                     break
         case = cases[int(rng.integers(len(cases)))]

@@ -156,7 +156,9 @@ def degrade(volume: np.ndarray, factor: int, axis: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ tissue and intensities
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold (IEEE SMC 9:62-66, 1979) of ``values``: the bin centre maximising
+    """Otsu's threshold (IEEE SMC 9:62-66, 1979) of ``values``.
+
+    The bin centre maximising
 
         sigma_B^2(t) = w0(t) w1(t) (mu0(t) - mu1(t))^2
 

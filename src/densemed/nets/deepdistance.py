@@ -30,8 +30,6 @@ segmentation head its logits ``(B, out_channels, *S)``; without it the inner dis
 
 from __future__ import annotations
 
-import torch
-
 from densemed.nets.multitask import MultiTaskUNet
 from densemed.nets.registry import register
 from densemed.typing import LayerSpec

@@ -6,10 +6,14 @@ derived targets, post-processing into objects, object-level evaluation) and ``im
 registration never depends on what a user imported.
 """
 
-from densemed.tasks import image, instances, segmentation  # noqa: F401
-from densemed.tasks import classify_seg  # noqa: F401
-from densemed.tasks import recon_seg  # noqa: F401
-from densemed.tasks import synthesis  # noqa: F401
+from densemed.tasks import (  # noqa: F401  (imported to register the tasks)
+    classify_seg,
+    image,
+    instances,
+    recon_seg,
+    segmentation,
+    synthesis,
+)
 from densemed.tasks.base import FitContext, Task
 from densemed.tasks.registry import build, check, get, names, register
 

@@ -136,7 +136,8 @@ class Task:
         return {}
 
     # -- inference --------------------------------------------------------------------------------
-    def infer(self, model: nn.Module, image: torch.Tensor, device: torch.device, tta: bool | None = None) -> torch.Tensor:
+    def infer(self, model: nn.Module, image: torch.Tensor, device: torch.device,
+              tta: bool | None = None) -> torch.Tensor:
         """Outputs ``(1, K, *S)`` on the CPU for one normalised image ``(1, C, *S)``."""
         raise NotImplementedError
 

@@ -490,8 +490,8 @@ def write_figure(out: Path, truth_dir: Path, baseline_dir: Path, pred_dir: Path,
     centre = [int(round(c)) for c in np.argwhere(tissue).mean(axis=0)]
     other = [a for a in range(truth.ndim) if a != axis]
     # plane 1 contains the slice axis (cut across the last other axis); plane 2 is orthogonal to it
-    planes = [(other[-1], "through the thick slices (contains axis %d)" % axis),
-              (axis, "orthogonal to the thick-slice axis %d" % axis)]
+    planes = [(other[-1], f"through the thick slices (contains axis {axis})"),
+              (axis, f"orthogonal to the thick-slice axis {axis}")]
     vols = [("thick-slice input", thick), ("tricubic", base), ("prediction", pred), ("truth", truth)]
     lo, hi = np.percentile(truth[tissue], [0.5, 99.5])
     emax = float(np.percentile(np.abs(base - truth)[tissue], 99)) or 1.0
@@ -505,7 +505,7 @@ def write_figure(out: Path, truth_dir: Path, baseline_dir: Path, pred_dir: Path,
             score = "" if title == "truth" else f"\n{psnr(v, truth, data_range=r, mask=tissue):.2f} dB in tissue"
             ax.set_title(f"{title}{score}", fontsize=9)
             ex.imshow(err.T, cmap="inferno", vmin=0, vmax=emax, origin="lower")
-            ex.set_title(f"|{title} - truth|" if title != "truth" else "(error scale 0 - %.3g)" % emax, fontsize=9)
+            ex.set_title(f"|{title} - truth|" if title != "truth" else f"(error scale 0 - {emax:.3g})", fontsize=9)
             for a in (ax, ex):
                 a.set_xticks([])
                 a.set_yticks([])

@@ -102,7 +102,6 @@ from torch import nn
 from densemed.data.dataset import Case, map_labels, read_image_case, read_label_case
 from densemed.data.io import ImageMeta, split_name, write_float
 from densemed.data.kspace import INPUT_MODES, simulate
-from densemed.data.volume_slices import SliceSource
 from densemed.data.slices import (
     center_crop,
     center_pad,
@@ -114,6 +113,7 @@ from densemed.data.slices import (
     step_seed,
     to_slices,
 )
+from densemed.data.volume_slices import SliceSource
 from densemed.errors import DensemedError
 from densemed.nets import all_outputs
 from densemed.nets.heads import activate, head_outputs, heads_of, main_head, to_labels
@@ -493,8 +493,8 @@ class ReconSegModule(SupervisedModule):
         ``(H, W)`` is the in-plane training patch; for volume recipes the slice gets a unit axis at
         the model's slice axis (the patch shape a ``slicewise`` network takes).
         """
-        from densemed.config import resolve_data_root
         import densemed.train.distributed as distributed
+        from densemed.config import resolve_data_root
 
         p, d = self.recon.pretrain, self.recon.cfg.data
         patch = list(d.patch_size)

@@ -91,7 +91,7 @@ def patch_loss_record(task: Task, model: nn.Module, loss_fn: nn.Module, patches:
 
 
 def foreground_dice(pred: torch.Tensor, label: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of every foreground class of one whole image: ``pred`` ``(*S)`` int64, ``label`` ``(*S)`` -> ``(K - 1,)``."""
+    """Dice of every foreground class of one image: ``pred`` ``(*S)`` int64, ``label`` ``(*S)`` -> ``(K - 1,)``."""
     from densemed.metrics.confusion import confusion, dice
 
     return np.asarray(dice(confusion(pred, torch.from_numpy(label), max(num_classes, 2))))[1:]
@@ -160,7 +160,8 @@ class Segmentation(Task):
         return rec
 
     # -- inference --------------------------------------------------------------------------------
-    def infer(self, model: nn.Module, image: torch.Tensor, device: torch.device, tta: bool | None = None) -> torch.Tensor:
+    def infer(self, model: nn.Module, image: torch.Tensor, device: torch.device,
+              tta: bool | None = None) -> torch.Tensor:
         """Sliding-window probabilities of the main head ``(1, K, *S)`` (values for regression heads)."""
         return predict_main(model, image, self.cfg, device, tta)
 
