@@ -292,6 +292,36 @@ def test_a_module_without_ddp_averages_its_gradients_in_the_optimiser_step(tmp_p
         _assert_same_weights(torch.load(tmp_path / f"plain{r}.pt"), ref.model.state_dict())
 
 
+def test_leaving_after_a_finished_run_waits_for_the_slower_rank_and_after_a_failure_does_not(tmp_path):
+    """A rank that leaves while its peer still writes the run folder aborted at interpreter exit
+    (gloo work freed without the GIL; the torchrun test failed 2 runs in 24): a finished rank
+    waits in ``cleanup`` until every rank is there; after a failure it leaves at once."""
+    import time
+
+    def rank_main(r: int, finished: bool) -> None:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), WORLD_SIZE="2",
+                          LOCAL_RANK=str(r), DENSEMED_DIST_TIMEOUT_S="60")
+        D.init(torch.device("cpu"))
+        D.barrier()
+        if r == 0:
+            time.sleep(1.5)  # rank 0 still writing checkpoints and predictions
+        start = time.perf_counter()
+        D.cleanup(finished)
+        (tmp_path / f"left{r}_{finished}").write_text(f"{time.perf_counter() - start:.3f}")
+
+    for finished in (True, False):
+        port = _free_port()
+        procs = [multiprocessing.get_context("fork").Process(target=rank_main, args=(r, finished)) for r in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0]
+    waited = float((tmp_path / "left1_True").read_text())
+    assert waited > 1.0, waited
+    assert float((tmp_path / "left1_False").read_text()) < 1.0
+
+
 def test_one_process_helpers_are_no_ops():
     assert (D.rank(), D.world(), D.is_main(), D.is_distributed()) == (0, 1, True, False)
     assert D.broadcast_values([1.5, 2]) == [1.5, 2.0] and D.sum_dict({"a": 2.0}) == {"a": 2.0}
