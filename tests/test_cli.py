@@ -92,6 +92,19 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
     assert "dice" in (tmp_path / "e.json").read_text().lower()
 
 
+def test_tta_on_a_recipe_without_flip_axes_says_it_averages_nothing(tmp_path, capsys):
+    root = _data(tmp_path / "d")
+    assert main([*_train_args(root, tmp_path / "r"), "infer.tta_axes=[]"]) == 0
+    capsys.readouterr()
+    argv = ["predict", "--checkpoint", str(tmp_path / "r"), "--input", str(root / "images" / "c0.png")]
+    assert main([*argv, "--output", str(tmp_path / "p"), "--tta"]) == 0
+    assert "--tta has nothing to average" in capsys.readouterr().err
+    assert main([*argv, "--output", str(tmp_path / "q")]) == 0
+    assert "--tta" not in capsys.readouterr().err
+    # and the prediction is the one without --tta
+    assert (tmp_path / "p" / "c0.png").read_bytes() == (tmp_path / "q" / "c0.png").read_bytes()
+
+
 def test_models_lists_every_registered_network_with_counts(capsys):
     from densemed import nets
 

@@ -127,8 +127,8 @@ def test_touching_objects_give_border_weight_instance_recipe(tmp_path: Path) -> 
     assert recipe["task"]["targets"]["weights"]["name"] == "border_weights"
     assert recipe["loss"] == {"name": "weighted_ce"}
     # its parameters are chosen on validation at the end of training (issue 17), not fixed in the plan
-    assert recipe["task"]["postprocess"] == {"method": "watershed", "h": "auto", "threshold": "auto",
-                                             "min_size": "auto"}
+    assert recipe["task"]["postprocess"] == {"method": "watershed", "markers": "auto", "core": "auto", "h": "auto",
+                                             "threshold": "auto", "min_size": "auto"}
     config.from_dict(recipe, "plan")
 
 

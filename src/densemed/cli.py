@@ -77,6 +77,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         cfg.infer.overlap = args.overlap
     if args.window:
         cfg.infer.window = args.window
+    if args.tta and cfg.infer.tta_axes == []:
+        # positional classes (left/right, anterior/posterior): a flip would swap their meaning
+        print("note: --tta has nothing to average: the recipe allows no flip axis (infer.tta_axes: [])",
+              file=sys.stderr)
     inputs = list_inputs(args.input)
     options = {"probabilities": args.probabilities, "instances": args.instances,
                "instance_method": args.instance_method}

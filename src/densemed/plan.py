@@ -49,10 +49,11 @@ Decisions (:func:`plan`, each returned with its reason):
   still gets ``MIN_STEPS`` optimiser steps within 90 % of the budget is chosen (8 when none does).
 * Loss: ``dice_ce`` for classes; for instance labels whose objects touch (>= ``TOUCH_FRACTION`` of them)
   the instance task with the U-Net border weight map (Ronneberger et al. 2015, Eq. 2, w0 = 10,
-  sigma = 5 px) and ``weighted_ce``, post-processed by the distance-transform watershed; instance labels
-  without touching objects: the instance task with ``dice_ce`` and connected components.
-  Their post-processing parameters (``h``, ``threshold``, ``min_size``) are ``auto``: chosen on the
-  validation images at the end of training and stored in the checkpoint.
+  sigma = 5 px) and ``weighted_ce``, post-processed by the distance-transform watershed, its markers
+  (h-maxima or the network's confident cores) ``auto``; instance labels without touching objects: the
+  instance task with ``dice_ce`` and connected components. Their post-processing parameters
+  (``markers``, ``core``, ``h``, ``threshold``, ``min_size``) are ``auto``: chosen on the validation
+  images at the end of training and stored in the checkpoint.
 * Augmentation: flips on the non-positional axes, quarter turns when no axis is positional and the data
   are not anisotropic, a small affine (rotation 10 degrees, scale 0.9-1.1) unless anisotropic, and the
   intensity transforms of the hand-written hippocampus recipes.
@@ -594,15 +595,16 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     if fp.label_kind == "instances" and fp.touching_fraction >= TOUCH_FRACTION:
         recipe["task"] = {"name": "instances",
                           "targets": {"weights": {"name": "border_weights", "w0": 10.0, "sigma": 5.0}},
-                          "postprocess": {"method": "watershed", "h": "auto", "threshold": "auto",
-                                          "min_size": "auto"}}
+                          "postprocess": {"method": "watershed", "markers": "auto", "core": "auto",
+                                          "h": "auto", "threshold": "auto", "min_size": "auto"}}
         recipe["loss"] = {"name": "weighted_ce"}
         why.append(("task: instances, border weights + weighted_ce", (
             f"{100 * fp.touching_fraction:.0f}% of the objects touch another (>= {100 * TOUCH_FRACTION:.0f}%): the "
             "U-Net border weight map (w0 10, sigma 5 px) makes the gaps between them count")))
-        why.append(("postprocess: watershed, h / threshold / min_size auto", (
-            "distance-transform watershed splits touching objects; its parameters are chosen on the validation "
-            f"images at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
+        why.append(("postprocess: watershed, markers / core / h / threshold / min_size auto", (
+            "distance-transform watershed splits touching objects, from h-maxima of the distance or from the "
+            "network's confident cores; the rule and its parameters are chosen on the validation images at the "
+            f"end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
     elif fp.label_kind == "instances":
         recipe["task"] = {"name": "instances",
                           "postprocess": {"method": "components", "threshold": "auto", "min_size": "auto"}}

@@ -72,6 +72,50 @@ def test_watershed_h_auto_keeps_a_dumbbell_whole():
     assert to_instances({"foreground": fg}, "watershed", h=2.0).max() == 2
 
 
+def _touching_with_a_seam() -> tuple[np.ndarray, np.ndarray]:
+    """Two touching 12x10 true objects; the network's probability is 0.95 inside, 0.65 on the 2-px seam."""
+    truth = np.zeros((16, 24), np.int32)
+    truth[2:14, 2:12] = 1
+    truth[2:14, 12:22] = 2
+    fg = (truth > 0).astype(np.float32) * 0.95
+    fg[2:14, 11:13] = 0.65
+    return fg, truth
+
+
+def test_watershed_markers_auto_picks_confident_cores_where_the_network_marks_the_seam():
+    # the mask (> 0.5) is one 12x20 rectangle: its distance transform has one ridge, so h-maxima give one
+    # marker (AJI = 240 / 480 = 0.5 for any h); the cores (> 0.8) are the two objects minus the seam, and
+    # flooding the rectangle from them gives each seam column to the nearer core: the truth exactly
+    fg, truth = _touching_with_a_seam()
+    chosen, scores = get_tuner("watershed")([{"foreground": fg}], [truth],
+                                            {"h": "auto", "markers": "auto", "core": "auto"})
+    assert chosen == {"h": 2.0, "markers": "cores", "core": 0.8}  # h back to its default: unused by cores
+    assert [k for k in scores if k.startswith("markers=distance")] == [
+        "markers=distance h=2.0", "markers=distance h=1.0", "markers=distance h=0.9", "markers=distance h=1.9",
+        "markers=distance h=3.1"]  # 0.15 / 0.3 / 0.5 of the radius sqrt(120 / pi) = 6.18
+    assert all(scores[k] == pytest.approx(0.5) for k in scores if k.startswith("markers=distance"))
+    # core 0.6 is not above the seam: one marker again
+    assert scores == pytest.approx({**{k: 0.5 for k in scores if "distance" in k}, "markers=cores core=0.8": 1.0,
+                                    "markers=cores core=0.6": 0.5, "markers=cores core=0.7": 1.0,
+                                    "markers=cores core=0.9": 1.0})
+    np.testing.assert_array_equal(to_instances({"foreground": fg}, "watershed", markers="cores"), truth)
+    assert to_instances({"foreground": fg}, "watershed", markers="distance", h=1.0).max() == 1
+
+
+def test_watershed_markers_auto_keeps_distance_on_a_tie():
+    # one uniform square: both marker rules find it exactly, and a tie keeps the default rule
+    truth = np.zeros((12, 12), np.int32)
+    truth[2:10, 2:10] = 1
+    chosen, scores = get_tuner("watershed")([{"foreground": truth * 0.9}], [truth], {"markers": "auto"})
+    assert chosen == {"markers": "distance"}
+    assert scores == {"markers=distance": 1.0, "markers=cores": 1.0}
+
+
+def test_watershed_refuses_an_unknown_marker_rule_in_one_line():
+    with pytest.raises(DensemedError, match="markers must be one of distance, cores, got 'peaks'"):
+        to_instances({"foreground": np.ones((4, 4), np.float32)}, "watershed", markers="peaks")
+
+
 def test_dcan_t_c_auto_finds_a_weak_contour_between_touching_objects():
     # two touching 12x10 objects; the network's contour probability on their 2-pixel shared band is only 0.4
     truth = np.zeros((16, 24), np.int32)
@@ -115,7 +159,7 @@ def test_nothing_auto_or_no_validation_image_leaves_the_options_alone():
 
 def test_every_method_has_a_tuner_with_its_auto_options():
     assert tunable("components") == ("threshold", "min_size")
-    assert tunable("watershed") == ("threshold", "h", "min_size")
+    assert tunable("watershed") == ("threshold", "h", "min_size", "markers", "core")
     assert tunable("dcan") == tunable("contour_watershed") == ("t_o", "t_c", "min_size")
     assert tunable("deepdistance") == ("h", "threshold", "outer_threshold", "min_size")
 

@@ -1,10 +1,24 @@
-"""``watershed``: distance-transform watershed for touching objects without extra heads.
+"""``watershed``: watershed of the foreground's distance transform, for touching objects without extra heads.
 
-The Euclidean distance transform of the foreground mask, markers at its h-maxima (``h`` pixels,
-default 2), watershed of the negated distance within the mask.
+The Euclidean distance transform ``d`` of the foreground mask (``foreground > threshold``, holes
+filled) is flooded from markers by a watershed of ``-d`` within the mask. ``markers`` chooses where
+the markers come from:
 
-``threshold``, ``h`` and ``min_size`` may be ``auto``: chosen on the validation images at the end
-of training (:func:`tune`, grid search by mean AJI, :mod:`densemed.infer.postprocess.tuning`).
+``distance`` (default)
+    the h-maxima of ``d`` (``h`` pixels, default 2): one marker per bump of the distance map, so the
+    mask alone decides the split (a waist in the mask splits an object);
+``cores``
+    the connected components (4/6-connected) of the confident foreground ``foreground > core``
+    (default 0.8) of at least ``min_marker`` pixels (default 4): the network's own gaps decide the
+    split. A network trained with border weights (U-Net, Ronneberger et al. 2015) lowers its
+    probability on the pixels between touching objects, so its confident cores are already
+    separate, while the distance's h-maxima also cut irregular single objects in two. Measured on
+    the DSB 2018 validation split with five border-weighted U-Nets (README): object F1 +0.06 to
+    +0.09, AJI -0.01 to +0.04 over the tuned ``distance`` markers. ``h`` is ignored with ``cores``.
+
+``threshold``, ``h``, ``min_size``, ``markers`` and ``core`` may be ``auto``: chosen on the
+validation images at the end of training (:func:`tune`, grid search by mean AJI,
+:mod:`densemed.infer.postprocess.tuning`).
 """
 
 from __future__ import annotations
@@ -15,43 +29,87 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from densemed.errors import DensemedError
 from densemed.infer.postprocess._common import need, relabel, remove_small, structure
-from densemed.infer.postprocess.registry import register, tuner
+from densemed.infer.postprocess.registry import register, to_instances, tuner
+
+#: marker rules of :func:`distance_watershed`, the default first
+MARKERS = ("distance", "cores")
+#: ``core`` thresholds tried by the tuner after the default
+CORES = (0.6, 0.7, 0.8, 0.9)
 
 
 @register("watershed", needs=("foreground",))
 def distance_watershed(
     outputs: Mapping[str, np.ndarray], threshold: float = 0.5, h: float = 2.0, min_size: int = 0,
-    fill: bool = True, spacing: Sequence[float] | None = None,
+    fill: bool = True, spacing: Sequence[float] | None = None, markers: str = "distance", core: float = 0.8,
+    min_marker: int = 4,
 ) -> np.ndarray:
-    """Watershed of the foreground's distance transform from its h-maxima (touching objects)."""
+    """Watershed of the foreground's distance transform from h-maxima or confident-core markers."""
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    fg = need(outputs, "foreground", "watershed") > threshold
+    if markers not in MARKERS:
+        raise DensemedError(f"task.postprocess: watershed markers must be one of {', '.join(MARKERS)}, "
+                            f"got {markers!r}")
+    p = need(outputs, "foreground", "watershed")
+    fg = p > threshold
     if fill:
         fg = ndimage.binary_fill_holes(fg)
     dist = ndimage.distance_transform_edt(fg, sampling=spacing)
-    # h-maxima on a fixed-point copy: exact comparisons instead of float tolerance
-    seeds = h_maxima(np.round(dist * 100).astype(np.int64), int(round(h * 100))) > 0
-    markers, _ = ndimage.label(seeds & fg, structure=structure(fg.ndim, 1))
-    labels = watershed(-dist, markers, mask=fg)
+    if markers == "cores":
+        seeds, _ = ndimage.label((p > core) & fg, structure=structure(fg.ndim, 1))
+        seeds = remove_small(seeds, min_marker)
+    else:
+        # h-maxima on a fixed-point copy: exact comparisons instead of float tolerance
+        peaks = h_maxima(np.round(dist * 100).astype(np.int64), int(round(h * 100))) > 0
+        seeds, _ = ndimage.label(peaks & fg, structure=structure(fg.ndim, 1))
+    labels = watershed(-dist, seeds, mask=fg)
     return relabel(remove_small(labels, min_size))
 
 
-@tuner("watershed", keys=("threshold", "h", "min_size"))
+@tuner("watershed", keys=("threshold", "h", "min_size", "markers", "core"))
 def tune(
     outputs: Sequence[Mapping[str, np.ndarray]], truths: Sequence[np.ndarray], params: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, float]] | None:
-    """Choose ``threshold``, ``h`` and ``min_size`` set to ``auto`` by mean AJI on the validation images.
+    """Choose the options of ``watershed`` set to ``auto`` by mean AJI on the validation images.
 
     Grids, the default first: thresholds 0.3 / 0.5 / 0.7; ``h`` 1 px and fractions of the median
     object radius; ``min_size`` 0 and fractions of the median true area
-    (:mod:`densemed.infer.postprocess.tuning`). Returns None when nothing is ``auto``.
+    (:mod:`densemed.infer.postprocess.tuning`); ``core`` 0.6 / 0.7 / 0.8 / 0.9. ``markers: auto``
+    searches each marker rule with only its own options (``h`` for ``distance``, ``core`` for
+    ``cores``; the other keeps its default) and keeps the better; a tie keeps ``distance``.
+    Returns None when nothing is ``auto``.
     """
     from densemed.infer.postprocess import tuning
 
+    if not truths or "auto" not in params.values():
+        return None
     d = tuning.defaults("watershed")
     grid = {"threshold": tuning.thresholds(d["threshold"]), "h": tuning.radii(d["h"], truths),
-            "min_size": tuning.sizes(d["min_size"], truths)}
-    return tuning.grid_search(outputs, truths, "watershed", params, grid)
+            "min_size": tuning.sizes(d["min_size"], truths), "core": tuple(dict.fromkeys([d["core"], *CORES]))}
+
+    def search(rule: str) -> tuple[dict[str, Any], dict[str, float]]:
+        trial = {**params, "markers": rule}
+        unused = "core" if rule == "distance" else "h"
+        if trial.get(unused) == "auto":
+            trial[unused] = d[unused]
+        found = tuning.grid_search(outputs, truths, "watershed", trial, grid)
+        if found is None:  # only the marker rule was auto: score the rule as it stands
+            labels = [to_instances(dict(o), "watershed", **trial) for o in outputs]
+            found = ({}, {"": tuning.mean_score(labels, truths)})
+        chosen, scores = found
+        return {**{k: trial[k] for k, v in params.items() if v == "auto"}, **chosen}, scores
+
+    rules = MARKERS if params.get("markers") == "auto" else (str(params.get("markers", d["markers"])),)
+    best: tuple[float, dict[str, Any]] | None = None
+    scores: dict[str, float] = {}
+    for rule in rules:
+        chosen, rule_scores = search(rule)
+        prefix = f"markers={rule} " if len(rules) > 1 else ""
+        scores.update({(prefix + k).strip(): v for k, v in rule_scores.items()})
+        value = max(rule_scores.values())
+        if best is None or value > best[0]:  # a tie keeps the earlier rule (distance)
+            best = (value, chosen)
+    assert best is not None
+    return best[1], scores
