@@ -72,11 +72,17 @@ def test_watershed_h_auto_keeps_a_dumbbell_whole():
     assert to_instances({"foreground": fg}, "watershed", h=2.0).max() == 2
 
 
-def _touching_with_a_seam() -> tuple[np.ndarray, np.ndarray]:
-    """Two touching 12x10 true objects; the network's probability is 0.95 inside, 0.65 on the 2-px seam."""
+def _touching_pair() -> np.ndarray:
+    """Two true 12x10 objects sharing a side."""
     truth = np.zeros((16, 24), np.int32)
     truth[2:14, 2:12] = 1
     truth[2:14, 12:22] = 2
+    return truth
+
+
+def _touching_with_a_seam() -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_touching_pair`; the network's probability is 0.95 inside, 0.65 on the 2-px seam."""
+    truth = _touching_pair()
     fg = (truth > 0).astype(np.float32) * 0.95
     fg[2:14, 11:13] = 0.65
     return fg, truth
@@ -118,9 +124,7 @@ def test_watershed_refuses_an_unknown_marker_rule_in_one_line():
 
 def test_dcan_t_c_auto_finds_a_weak_contour_between_touching_objects():
     # two touching 12x10 objects; the network's contour probability on their 2-pixel shared band is only 0.4
-    truth = np.zeros((16, 24), np.int32)
-    truth[2:14, 2:12] = 1
-    truth[2:14, 12:22] = 2
+    truth = _touching_pair()
     p_o = (truth > 0).astype(np.float32) * 0.9
     p_c = np.full(truth.shape, 0.05, np.float32)
     p_c[2:14, 11:13] = 0.4

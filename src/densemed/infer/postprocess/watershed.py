@@ -89,27 +89,21 @@ def tune(
     grid = {"threshold": tuning.thresholds(d["threshold"]), "h": tuning.radii(d["h"], truths),
             "min_size": tuning.sizes(d["min_size"], truths), "core": tuple(dict.fromkeys([d["core"], *CORES]))}
 
-    def search(rule: str) -> tuple[dict[str, Any], dict[str, float]]:
-        trial = {**params, "markers": rule}
-        unused = "core" if rule == "distance" else "h"
-        if trial.get(unused) == "auto":
-            trial[unused] = d[unused]
-        found = tuning.grid_search(outputs, truths, "watershed", trial, grid)
-        if found is None:  # only the marker rule was auto: score the rule as it stands
-            labels = [to_instances(dict(o), "watershed", **trial) for o in outputs]
-            found = ({}, {"": tuning.mean_score(labels, truths)})
-        chosen, scores = found
-        return {**{k: trial[k] for k, v in params.items() if v == "auto"}, **chosen}, scores
-
     rules = MARKERS if params.get("markers") == "auto" else (str(params.get("markers", d["markers"])),)
     best: tuple[float, dict[str, Any]] | None = None
     scores: dict[str, float] = {}
     for rule in rules:
-        chosen, rule_scores = search(rule)
-        prefix = f"markers={rule} " if len(rules) > 1 else ""
-        scores.update({(prefix + k).strip(): v for k, v in rule_scores.items()})
+        unused = "core" if rule == "distance" else "h"
+        trial = {**params, **({unused: d[unused]} if params.get(unused) == "auto" else {})}
+        # markers: auto is searched over this one rule, so its scores read "markers=<rule> ..."
+        found = tuning.grid_search(outputs, truths, "watershed", trial, {"markers": (rule,), **grid})
+        if found is None:  # markers given, only the option it ignores was auto: score the rule as it stands
+            labels = [to_instances(dict(o), "watershed", **trial) for o in outputs]
+            found = ({}, {"": tuning.mean_score(labels, truths)})
+        chosen, rule_scores = found
+        scores.update(rule_scores)
         value = max(rule_scores.values())
         if best is None or value > best[0]:  # a tie keeps the earlier rule (distance)
-            best = (value, chosen)
+            best = (value, {**{k: trial[k] for k, v in params.items() if v == "auto"}, **chosen})
     assert best is not None
     return best[1], scores
