@@ -124,11 +124,12 @@ def test_touching_objects_give_border_weight_instance_recipe(tmp_path: Path) -> 
     assert fp.object_sizes["median"] == 36.0  # every object is 6 x 6
     recipe, _ = plan(fp, 10, step_time=fixed_time(0.1))
     assert recipe["task"]["name"] == "instances"
+    assert recipe["task"]["seams"] == 1  # contacts become background seams in the training target
     assert recipe["task"]["targets"]["weights"]["name"] == "border_weights"
     assert recipe["loss"] == {"name": "weighted_ce"}
     # its parameters are chosen on validation at the end of training (issue 17), not fixed in the plan
     assert recipe["task"]["postprocess"] == {"method": "watershed", "markers": "auto", "core": "auto", "h": "auto",
-                                             "threshold": "auto", "min_size": "auto"}
+                                             "threshold": "auto", "min_size": "auto", "seams": "auto"}
     config.from_dict(recipe, "plan")
 
 

@@ -48,12 +48,13 @@ Decisions (:func:`plan`, each returned with its reason):
   on this machine (:func:`measure_step`, three steps after one warm-up, cached) and the widest one that
   still gets ``MIN_STEPS`` optimiser steps within 90 % of the budget is chosen (8 when none does).
 * Loss: ``dice_ce`` for classes; for instance labels whose objects touch (>= ``TOUCH_FRACTION`` of them)
-  the instance task with the U-Net border weight map (Ronneberger et al. 2015, Eq. 2, w0 = 10,
+  the instance task with 1-px seams between touching objects (``task.seams``,
+  :mod:`densemed.targets.seams`), the U-Net border weight map (Ronneberger et al. 2015, Eq. 2, w0 = 10,
   sigma = 5 px) and ``weighted_ce``, post-processed by the distance-transform watershed, its markers
   (h-maxima or the network's confident cores) ``auto``; instance labels without touching objects: the
   instance task with ``dice_ce`` and connected components. Their post-processing parameters
-  (``markers``, ``core``, ``h``, ``threshold``, ``min_size``) are ``auto``: chosen on the validation
-  images at the end of training and stored in the checkpoint.
+  (``markers``, ``core``, ``h``, ``threshold``, ``min_size``, ``seams``) are ``auto``: chosen on the
+  validation images at the end of training and stored in the checkpoint.
 * Augmentation: flips on the non-positional axes, quarter turns when no axis is positional and the data
   are not anisotropic, a small affine (rotation 10 degrees, scale 0.9-1.1) unless anisotropic, and the
   intensity transforms of the hand-written hippocampus recipes.
@@ -593,18 +594,20 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     # loss and task
     recipe: dict[str, Any] = {}
     if fp.label_kind == "instances" and fp.touching_fraction >= TOUCH_FRACTION:
-        recipe["task"] = {"name": "instances",
+        recipe["task"] = {"name": "instances", "seams": 1,
                           "targets": {"weights": {"name": "border_weights", "w0": 10.0, "sigma": 5.0}},
                           "postprocess": {"method": "watershed", "markers": "auto", "core": "auto",
-                                          "h": "auto", "threshold": "auto", "min_size": "auto"}}
+                                          "h": "auto", "threshold": "auto", "min_size": "auto", "seams": "auto"}}
         recipe["loss"] = {"name": "weighted_ce"}
-        why.append(("task: instances, border weights + weighted_ce", (
-            f"{100 * fp.touching_fraction:.0f}% of the objects touch another (>= {100 * TOUCH_FRACTION:.0f}%): the "
-            "U-Net border weight map (w0 10, sigma 5 px) makes the gaps between them count")))
-        why.append(("postprocess: watershed, markers / core / h / threshold / min_size auto", (
+        why.append(("task: instances, seams 1 px, border weights + weighted_ce", (
+            f"{100 * fp.touching_fraction:.0f}% of the objects touch another (>= {100 * TOUCH_FRACTION:.0f}%): "
+            "a 2-px background seam is drawn between touching objects in the training target and the U-Net "
+            "border weight map (w0 10, sigma 5 px) makes those seams and the gaps count")))
+        why.append(("postprocess: watershed, markers / core / h / threshold / min_size / seams auto", (
             "distance-transform watershed splits touching objects, from h-maxima of the distance or from the "
-            "network's confident cores; the rule and its parameters are chosen on the validation images at the "
-            f"end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
+            "network's confident cores, and gives the seams back; the rule and its parameters are chosen on the "
+            f"validation images at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} "
+            "voxels)")))
     elif fp.label_kind == "instances":
         recipe["task"] = {"name": "instances",
                           "postprocess": {"method": "components", "threshold": "auto", "min_size": "auto"}}

@@ -76,3 +76,25 @@ def test_after_fit_tunes_h_to_the_value_known_by_construction(monkeypatch):
     updates = tasks.build(cfg).after_fit(FitContext(None, model, [case], torch.device("cpu"), lambda s: None))
     assert updates["postprocess"]["h"] == 0.05
     assert updates["_scores"]["0.05"] == 1.0 and max(updates["_scores"]["0.01"], updates["_scores"]["0.02"]) < 1.0
+
+
+def test_seams_clear_the_contact_in_the_class_and_weight_targets_but_not_the_scored_ids():
+    lab = np.zeros((12, 16), np.int32)
+    lab[2:10, 2:8], lab[2:10, 8:14] = 1, 2  # two touching blocks, no background between them
+    spec = "task.targets={w: {name: border_weights, w0: 10.0, sigma: 5.0}}"
+    plain = tasks.build(_cfg(spec)).synthetic_case("c", np.zeros((1, 12, 16), np.float32), lab)
+    cut = tasks.build(_cfg(spec, "task.seams=1")).synthetic_case("c", np.zeros((1, 12, 16), np.float32), lab)
+    np.testing.assert_array_equal(plain.label, lab > 0)
+    assert (cut.label[2:10, 7:9] == 0).all() and cut.label.sum() == plain.label.sum() - 16
+    np.testing.assert_array_equal(cut.instances, lab)  # validation and tuning compare with the truth
+    # column 7 of the seam is background 1 px from block 1 (now ending at column 6) and 2 px from
+    # block 2 (now starting at column 9): w = 1 + 10 exp(-(1 + 2)^2 / (2 * 5^2))
+    np.testing.assert_allclose(cut.maps["w"][0, 5, 7], 1 + 10 * np.exp(-9 / 50), rtol=1e-5)
+    assert plain.maps["w"][0, 5, 7] == 1.0  # without seams the contact is foreground with no border term
+
+
+def test_a_negative_or_fractional_seam_width_is_refused():
+    with pytest.raises(DensemedError, match="task.seams must be a whole number of pixels >= 0, got -1"):
+        _cfg("task.seams=-1")
+    with pytest.raises(DensemedError, match="task.seams: expected an integer, got 1.5"):
+        _cfg("task.seams=1.5")

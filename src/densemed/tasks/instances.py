@@ -8,12 +8,20 @@ Recipe section::
         contour: {name: contour, thickness: 2}
       postprocess: {method: dcan, t_o: auto, t_c: auto, min_size: auto, dilate: 3}
       select: dice                  # best.pt by: dice | aji | object_f1
+      seams: 0                      # pixels of background drawn on each side of a contact
 
 Data: label files hold instance ids (0 background, 1..N objects; checked); the class label is
 ``id > 0`` and each target of ``targets`` is computed once per training image from the ids
 (:mod:`densemed.targets`). Targets declare how geometric augmentation treats them
 (:func:`densemed.targets.augment_mode`): ``nearest`` ones are copied, ``refuse`` forbids
 geometric augmentation.
+
+Touching objects: with ``seams: w`` (pixels, default 0) the class target and every target map are
+derived from the ids with ``w`` pixels removed on each side of every contact between two objects
+(:func:`densemed.targets.seams.separate`, the U-Net paper's separation borders), so the network
+learns to leave background between touching objects and ``border_weights`` weigh those seams.
+Validation scores and the tuning of ``auto`` options compare with the true, unseparated ids;
+``watershed``'s ``dilate`` grows the objects back.
 
 Validation and ``best.pt``: with ``select: dice`` (default) as in ``segmentation`` (mean foreground
 Dice, or ``-val_loss`` for a regression main head). With ``select: aji`` or ``object_f1`` every
@@ -61,6 +69,8 @@ class InstanceOptions:
     postprocess: dict[str, Any] | None = None
     #: the validation score that picks ``best.pt``: ``dice`` (pixels), ``aji`` or ``object_f1`` (objects)
     select: str = "dice"
+    #: pixels set to background on each side of a contact between two objects in the training targets
+    seams: int = 0
 
 
 #: values of ``task.select``
@@ -98,6 +108,8 @@ class Instances(Segmentation):
                 postprocess.check_params(str(post["method"]), params)
         if self.opts.select not in SELECT:
             raise DensemedError(f"{source}: task.select must be one of {', '.join(SELECT)}, got {self.opts.select!r}")
+        if self.opts.seams < 0:  # the type (a whole number) is checked with the options
+            raise DensemedError(f"{source}: task.seams must be a whole number of pixels >= 0, got {self.opts.seams}")
 
     def nearest_keys(self) -> frozenset[str]:
         """Targets that declare nearest-neighbour resampling."""
@@ -105,21 +117,25 @@ class Instances(Segmentation):
 
         return frozenset(k for k, s in self.opts.targets.items() if targets.augment_mode(s["name"]) == "nearest")
 
+    def _case(self, name: str, image: np.ndarray, ids: np.ndarray, spacing: Any, meta: Any) -> Case:
+        """Class = id > 0 and targets from the ids, both after ``seams``; the true ids kept for scoring."""
+        from densemed.targets.seams import separate
+
+        shown = separate(ids, self.opts.seams) if self.opts.seams else ids
+        maps = target_maps(shown, spacing, self.opts.targets)
+        return Case(name, image, (shown > 0).astype(np.int64), maps, meta, ids.astype(np.int32))
+
     def load_case(self, name: str, image_path: Path, label_path: Path | None) -> Case:
-        """Image normalised; ids checked; class = id > 0; targets from the ids."""
+        """Image normalised; ids checked; class and targets from the ids (see ``seams``)."""
         from densemed.targets import check_instances
 
         image, meta = read_image_case(self.cfg, image_path)
         raw, lmeta = read_label_case(self.cfg, label_path, image.shape[1:])
-        ids = check_instances(raw, label_path)
-        maps = target_maps(ids, lmeta.spacing, self.opts.targets)
-        return Case(name, image, (ids > 0).astype(np.int64), maps, meta, ids.astype(np.int32))
+        return self._case(name, image, check_instances(raw, label_path), lmeta.spacing, meta)
 
     def synthetic_case(self, name: str, image: np.ndarray, instances: np.ndarray) -> Case:
         """Generated cells with their ids and targets."""
-        img = normalize(image, self.cfg.data.normalize)
-        maps = target_maps(instances, None, self.opts.targets)
-        return Case(name, img, (instances > 0).astype(np.int64), maps, None, instances.astype(np.int32))
+        return self._case(name, normalize(image, self.cfg.data.normalize), instances, None, None)
 
     def postprocess_spec(self, model: nn.Module, method: str | None) -> tuple[str, dict[str, Any]]:
         """``task.postprocess`` (its own options only apply to its own method); the flag overrides."""

@@ -117,6 +117,34 @@ def test_watershed_markers_auto_keeps_distance_on_a_tie():
     assert scores == {"markers=distance": 1.0, "markers=cores": 1.0}
 
 
+def test_watershed_seams_auto_gives_back_the_contact_a_seam_trained_network_leaves_out():
+    # a network trained with task.seams=1 sees the pair as two 12x9 blocks with background in columns 11-12;
+    # seams 0 keeps the gap (AJI = (108 + 108) / (120 + 120) = 0.9), seams 1 gives each block its column back
+    from densemed.targets.seams import separate
+
+    truth = _touching_pair()
+    fg = (separate(truth, 1) > 0).astype(np.float32) * 0.95
+    chosen, scores = get_tuner("watershed")([{"foreground": fg}], [truth], {"seams": "auto"})
+    assert chosen == {"seams": 1}
+    assert scores["seams=0"] == pytest.approx(0.9) and scores["seams=1"] == 1.0
+    assert scores["seams=2"] < 1.0  # 2 px also fills background beside the contact's ends
+    np.testing.assert_array_equal(to_instances({"foreground": fg}, "watershed", seams=1), truth)
+    # with other options auto, seams is chosen last: both marker rules tie at 0.9 with seams 0 (distance kept)
+    chosen, scores = get_tuner("watershed")([{"foreground": fg}], [truth], {"markers": "auto", "seams": "auto"})
+    assert chosen == {"markers": "distance", "seams": 1}
+    assert scores["markers=distance"] == scores["markers=cores"] == pytest.approx(0.9)
+    assert scores["then seams=1"] == 1.0 and scores["then seams=0"] == pytest.approx(0.9)
+
+
+def test_refilling_seams_leaves_an_object_border_with_the_background_alone():
+    from densemed.infer.postprocess._common import refill_seams
+
+    lab = np.zeros((9, 9), np.int32)
+    lab[2:7, 2:7] = 4  # alone: no background pixel has two objects near it
+    np.testing.assert_array_equal(refill_seams(lab, 2), lab)
+    assert refill_seams(lab, 0) is lab
+
+
 def test_watershed_refuses_an_unknown_marker_rule_in_one_line():
     with pytest.raises(DensemedError, match="markers must be one of distance, cores, got 'peaks'"):
         to_instances({"foreground": np.ones((4, 4), np.float32)}, "watershed", markers="peaks")
@@ -163,7 +191,7 @@ def test_nothing_auto_or_no_validation_image_leaves_the_options_alone():
 
 def test_every_method_has_a_tuner_with_its_auto_options():
     assert tunable("components") == ("threshold", "min_size")
-    assert tunable("watershed") == ("threshold", "h", "min_size", "markers", "core")
+    assert tunable("watershed") == ("threshold", "h", "min_size", "markers", "core", "seams")
     assert tunable("dcan") == tunable("contour_watershed") == ("t_o", "t_c", "min_size")
     assert tunable("deepdistance") == ("h", "threshold", "outer_threshold", "min_size")
 

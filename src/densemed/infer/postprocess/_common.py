@@ -55,6 +55,30 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return out
 
 
+def refill_seams(labels: np.ndarray, width: int) -> np.ndarray:
+    """Give the seams between objects back: the inverse of :func:`densemed.targets.seams.separate`.
+
+    A background pixel within ``width`` pixels (Euclidean) of an object and with two different
+    objects within ``2 * width`` pixels (chessboard) takes the nearest object
+    (``skimage.segmentation.expand_labels``); other background pixels, so an object's border with
+    the background, stay. ``width`` 0 returns ``labels``.
+
+    Shape:
+        ``(*S)`` int -> same.
+    """
+    if width <= 0:
+        return labels
+    from skimage.segmentation import expand_labels
+
+    size = 4 * int(width) + 1
+    above = labels.max() + 1  # stands for background in the minimum
+    top = ndimage.maximum_filter(labels, size=size, mode="nearest")
+    low = ndimage.minimum_filter(np.where(labels > 0, labels, above), size=size, mode="nearest")
+    between = (labels == 0) & (top > 0) & (low < above) & (top != low)
+    grown = expand_labels(labels, distance=width)
+    return np.where(between, grown, labels)
+
+
 def relabel(labels: np.ndarray) -> np.ndarray:
     """Ids 1..N in scan order, int32."""
     from skimage.segmentation import relabel_sequential
