@@ -121,6 +121,8 @@ def test_touching_objects_give_border_weight_instance_recipe(tmp_path: Path) -> 
     fp = fingerprint(tmp_path)
     assert fp.label_kind == "instances"
     assert fp.touching_fraction == pytest.approx(4 / 7)  # (2 + 2) touching of (3 + 4) objects
+    # within 10 px (chessboard): in a, object 3 is 13 rows from 2; in b, 3 and 4 are 7 px from 2
+    assert fp.near_fraction == pytest.approx(6 / 7)
     assert fp.object_sizes["median"] == 36.0  # every object is 6 x 6
     recipe, _ = plan(fp, 10, step_time=fixed_time(0.1))
     assert recipe["task"]["name"] == "instances"
@@ -133,19 +135,37 @@ def test_touching_objects_give_border_weight_instance_recipe(tmp_path: Path) -> 
     config.from_dict(recipe, "plan")
 
 
-def test_separate_objects_give_components_with_thresholds_chosen_on_validation(tmp_path: Path) -> None:
-    for stem, n in (("a", 3), ("b", 4)):  # 3 and 4 objects of 6 x 6 px, 4 px apart: none touching
-        lab = np.zeros((32, 48), np.uint16)
+def _rows_of_squares(root: Path, step: int) -> None:
+    """Cases ``a`` (3) and ``b`` (4 objects): 6 x 6 px squares in a row, ``step`` px from one to the next."""
+    for stem, n in (("a", 3), ("b", 4)):
+        lab = np.zeros((32, 2 + step * 3 + 8), np.uint16)
         for i in range(n):
-            lab[2:8, 2 + 10 * i:8 + 10 * i] = i + 1
-        write_label(tmp_path / "images" / f"{stem}.png", ((lab > 0) * 180 + 30).astype(np.uint8))
-        write_label(tmp_path / "labels" / f"{stem}.png", lab)
+            lab[2:8, 2 + step * i:8 + step * i] = i + 1
+        write_label(root / "images" / f"{stem}.png", ((lab > 0) * 180 + 30).astype(np.uint8))
+        write_label(root / "labels" / f"{stem}.png", lab)
+
+
+def test_separate_objects_give_components_with_thresholds_chosen_on_validation(tmp_path: Path) -> None:
+    _rows_of_squares(tmp_path, 18)  # 12 background px between squares: distance 13, not within 10 px
     fp = fingerprint(tmp_path)
-    assert fp.label_kind == "instances" and fp.touching_fraction == 0.0
+    assert fp.label_kind == "instances" and fp.touching_fraction == 0.0 and fp.near_fraction == 0.0
     recipe, _ = plan(fp, 10, step_time=fixed_time(0.1))
     assert recipe["task"] == {"name": "instances",
                               "postprocess": {"method": "components", "threshold": "auto", "min_size": "auto"}}
     assert recipe["loss"] == {"name": "dice_ce"}
+    config.from_dict(recipe, "plan")
+
+
+def test_near_objects_give_border_weights_and_watershed_without_seams(tmp_path: Path) -> None:
+    _rows_of_squares(tmp_path, 15)  # 9 background px between squares: distance 10 = NEAR_GAP (16 would give 11)
+    fp = fingerprint(tmp_path)
+    assert fp.touching_fraction == 0.0 and fp.near_fraction == 1.0
+    recipe, why = plan(fp, 10, step_time=fixed_time(0.1))
+    assert recipe["task"]["targets"]["weights"]["name"] == "border_weights" and "seams" not in recipe["task"]
+    assert recipe["task"]["postprocess"] == {"method": "watershed", "markers": "auto", "core": "auto", "h": "auto",
+                                             "threshold": "auto", "min_size": "auto"}
+    assert recipe["loss"] == {"name": "weighted_ce"}
+    assert any("100% have another within 10 voxels" in reason for _, reason in why)
     config.from_dict(recipe, "plan")
 
 
@@ -220,9 +240,18 @@ def test_dsb2018_nuclei_plans_an_instance_recipe_for_touching_nuclei() -> None:
     fp = fingerprint(need("dsb2018_nuclei"), max_cases=4)
     assert fp.label_kind == "instances" and fp.touching_fraction >= 0.1
     recipe, _ = plan(fp, 30, step_time=fixed_time(0.5))
-    assert recipe["task"]["targets"]["weights"]["name"] == "border_weights"
+    assert recipe["task"]["targets"]["weights"]["name"] == "border_weights" and recipe["task"]["seams"] == 1
     assert recipe["task"]["postprocess"]["method"] == "watershed"
     assert recipe["data"]["normalize"] == "zscore"
+    config.from_dict(recipe, "plan")
+
+
+def test_glas_glands_close_but_not_touching_get_border_weights_without_seams() -> None:
+    fp = fingerprint(need("glas_gland"), max_cases=4)
+    assert fp.touching_fraction == 0.0 and fp.near_fraction >= 0.1  # glands apart, but often by a thin stroma
+    recipe, _ = plan(fp, 30, step_time=fixed_time(0.5))
+    assert recipe["task"]["targets"]["weights"]["name"] == "border_weights" and "seams" not in recipe["task"]
+    assert recipe["task"]["postprocess"]["method"] == "watershed"
     config.from_dict(recipe, "plan")
 
 

@@ -90,6 +90,9 @@ BATCH_VOXELS = 4 * 256 * 256
 MIN_STEPS = 1000
 #: fraction of objects touching another above which the instance recipe separates touching objects
 TOUCH_FRACTION = 0.1
+#: gap (voxels, chessboard) within which two objects count as near: 2 sigma of the border weight map, where
+#: its term w0 exp(-(d1 + d2)^2 / 2 sigma^2) is still 1.35 of w0 = 10
+NEAR_GAP = 10
 #: anisotropy (max / min spacing) from which spacing is kept and patches are anisotropic
 ANISOTROPY = 3.0
 DEPTH = {2: 4, 3: 3}
@@ -127,6 +130,8 @@ class Fingerprint:
     objects_per_case: float = 0.0
     object_sizes: dict[str, float] = field(default_factory=dict)
     touching_fraction: float = 0.0
+    #: fraction of objects with another object within ``NEAR_GAP`` voxels (touching ones included)
+    near_fraction: float = 0.0
 
     def summary(self) -> list[str]:
         """Human-readable lines, one per property."""
@@ -147,7 +152,8 @@ class Fingerprint:
             s = self.object_sizes
             lines.append(f"objects: {self.objects_per_case:g} per case (median), size median {s['median']:g} "
                          f"(p5 {s['p5']:g}, p95 {s['p95']:g}) voxels, "
-                         f"{100 * self.touching_fraction:.0f}% touch another")
+                         f"{100 * self.touching_fraction:.0f}% touch another, {100 * self.near_fraction:.0f}% "
+                         f"have another within {NEAR_GAP} voxels")
         pos = "; ".join(self.positional_detail) if self.positional_axes else "none"
         lines.append(f"positional axes: {pos}")
         return lines
@@ -186,18 +192,16 @@ def _is_instance_map(lab: np.ndarray) -> tuple[bool, int, float]:
     return consecutive, n, single / len(ids)
 
 
-def _touching(lab: np.ndarray) -> tuple[int, int]:
-    """(objects touching another object, objects) of an instance id map, 8/26-neighbourhood."""
-    from scipy import ndimage
+def _touching(lab: np.ndarray, reach: int = 1) -> tuple[int, int]:
+    """(objects with another object within ``reach`` voxels, objects) of an instance id map.
 
-    lab = lab.astype(np.int64)
-    size = (3,) * lab.ndim
-    big = int(lab.max()) + 1  # stands for background in the minimum filter (int64 max overflows scipy)
-    hi = ndimage.maximum_filter(lab, size=size, mode="constant", cval=0)
-    lo = ndimage.minimum_filter(np.where(lab == 0, big, lab), size=size, mode="constant", cval=big)
+    ``reach`` 1 counts touching objects (8/26-neighbourhood); distances are chessboard, in voxels.
+    """
+    from densemed.targets.seams import separate
+
     fg = lab > 0
-    touching = np.unique(lab[fg & ((hi != lab) | (lo != lab))])
-    return len(touching), len(np.unique(lab[fg]))
+    near = fg & (separate(lab, reach) == 0)  # the voxels a seam of width ``reach`` would clear
+    return len(np.unique(lab[near])), len(np.unique(lab[fg]))
 
 
 def _positional(centroids: list[dict[int, np.ndarray]], dims: int) -> tuple[list[int], list[str]]:
@@ -314,18 +318,19 @@ def fingerprint(root: PathType, max_cases: int = 16, layout: str = "auto", seed:
         fg = sum(int((lab > 0).sum()) for lab in labels)
         fp.class_values = [0, 1]
         fp.class_fractions = {0: 1 - fg / total, 1: fg / total}
-        sizes_obj, touch, count, per_case = [], 0, 0, []
+        sizes_obj, touch, close, count, per_case = [], 0, 0, 0, []
         for lab in labels:
             ids, counts = np.unique(lab[lab > 0], return_counts=True)
             sizes_obj.extend(counts.tolist())
             per_case.append(len(ids))
             t, n = _touching(lab)
-            touch, count = touch + t, count + n
+            touch, close, count = touch + t, close + _touching(lab, NEAR_GAP)[0], count + n
         if not sizes_obj:
             raise DensemedError(f"{root}: no object in the {len(picks)} sampled label maps")
         fp.objects_per_case = float(np.median(per_case))
         fp.object_sizes = {k: float(v) for k, v in zip(("p5", "median", "p95"), np.percentile(sizes_obj, [5, 50, 95]))}
         fp.touching_fraction = touch / max(count, 1)
+        fp.near_fraction = close / max(count, 1)
     else:
         values, counts = np.unique(np.concatenate([lab.ravel() for lab in labels]), return_counts=True)
         if len(values) < 2:
@@ -593,26 +598,36 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
 
     # loss and task
     recipe: dict[str, Any] = {}
-    if fp.label_kind == "instances" and fp.touching_fraction >= TOUCH_FRACTION:
-        recipe["task"] = {"name": "instances", "seams": 1,
+    touching = fp.touching_fraction >= TOUCH_FRACTION
+    if fp.label_kind == "instances" and (touching or fp.near_fraction >= TOUCH_FRACTION):
+        # objects that touch or nearly do: the network must learn the (thin or absent) gaps between them
+        post: dict[str, Any] = {"method": "watershed", "markers": "auto", "core": "auto", "h": "auto",
+                                "threshold": "auto", "min_size": "auto"}
+        recipe["task"] = {"name": "instances",
                           "targets": {"weights": {"name": "border_weights", "w0": 10.0, "sigma": 5.0}},
-                          "postprocess": {"method": "watershed", "markers": "auto", "core": "auto",
-                                          "h": "auto", "threshold": "auto", "min_size": "auto", "seams": "auto"}}
+                          "postprocess": post}
         recipe["loss"] = {"name": "weighted_ce"}
-        why.append(("task: instances, seams 1 px, border weights + weighted_ce", (
-            f"{100 * fp.touching_fraction:.0f}% of the objects touch another (>= {100 * TOUCH_FRACTION:.0f}%): "
-            "a 2-px background seam is drawn between touching objects in the training target and the U-Net "
-            "border weight map (w0 10, sigma 5 px) makes those seams and the gaps count")))
-        why.append(("postprocess: watershed, markers / core / h / threshold / min_size / seams auto", (
-            "distance-transform watershed splits touching objects, from h-maxima of the distance or from the "
-            "network's confident cores, and gives the seams back; the rule and its parameters are chosen on the "
-            f"validation images at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} "
-            "voxels)")))
+        if touching:
+            recipe["task"]["seams"], post["seams"] = 1, "auto"
+            why.append(("task: instances, seams 1 px, border weights + weighted_ce", (
+                f"{100 * fp.touching_fraction:.0f}% of the objects touch another (>= {100 * TOUCH_FRACTION:.0f}%): "
+                "a 2-px background seam is drawn between touching objects in the training target and the U-Net "
+                "border weight map (w0 10, sigma 5 px) makes those seams and the gaps count")))
+        else:
+            why.append(("task: instances, border weights + weighted_ce", (
+                f"{100 * fp.touching_fraction:.0f}% of the objects touch another, but {100 * fp.near_fraction:.0f}% "
+                f"have another within {NEAR_GAP} voxels (>= {100 * TOUCH_FRACTION:.0f}%): the U-Net border weight "
+                "map (w0 10, sigma 5 px) makes the narrow gaps between them count")))
+        why.append((f"postprocess: watershed, {' / '.join(k for k, v in post.items() if v == 'auto')} auto", (
+            "distance-transform watershed splits objects that the mask joins, from h-maxima of the distance or "
+            "from the network's confident cores; the rule and its parameters are chosen on the validation images "
+            f"at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
     elif fp.label_kind == "instances":
         recipe["task"] = {"name": "instances",
                           "postprocess": {"method": "components", "threshold": "auto", "min_size": "auto"}}
         recipe["loss"] = {"name": "dice_ce"}
-        why.append(("task: instances, dice_ce", f"only {100 * fp.touching_fraction:.0f}% of the objects touch another"))
+        why.append(("task: instances, dice_ce", (f"only {100 * fp.near_fraction:.0f}% of the objects have another "
+                                                 f"within {NEAR_GAP} voxels")))
         why.append(("postprocess: components, threshold / min_size auto", (
             "separate objects are connected components; threshold and minimum size chosen on the validation "
             f"images at the end of training (objects here: 5th percentile {fp.object_sizes['p5']:g} voxels)")))
