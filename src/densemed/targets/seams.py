@@ -11,7 +11,7 @@ border weights (:mod:`densemed.targets.weights`) on those borders. :func:`separa
 so each side of a contact loses ``width`` pixels (a seam ``2 * width`` wide); pixels next to the
 background or to the image edge are untouched. The recipe option is ``task.seams`` of the
 ``instances`` task (:mod:`densemed.tasks.instances`); the post-processing grows the objects back
-(``dilate`` of ``watershed``).
+(``seams`` of ``watershed``, :func:`densemed.infer.postprocess._common.refill_seams`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ derived from the ids with ``w`` pixels removed on each side of every contact bet
 (:func:`densemed.targets.seams.separate`, the U-Net paper's separation borders), so the network
 learns to leave background between touching objects and ``border_weights`` weigh those seams.
 Validation scores and the tuning of ``auto`` options compare with the true, unseparated ids;
-``watershed``'s ``dilate`` grows the objects back.
+``watershed``'s option ``seams`` gives the contacts back.
 
 Validation and ``best.pt``: with ``select: dice`` (default) as in ``segmentation`` (mean foreground
 Dice, or ``-val_loss`` for a regression main head). With ``select: aji`` or ``object_f1`` every

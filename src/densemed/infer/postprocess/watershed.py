@@ -17,9 +17,9 @@ the markers come from:
     +0.09, AJI -0.01 to +0.04 over the tuned ``distance`` markers. ``h`` is ignored with ``cores``.
 
 ``seams`` (pixels, default 0) gives back the contacts that a network trained with ``task.seams``
-(:mod:`densemed.targets.seams`) leaves as background: background pixels with two different objects
-within ``2 * seams`` pixels take the nearer object (:func:`refill_seams`); an object's border with
-the background elsewhere does not move.
+(:mod:`densemed.targets.seams`) leaves as background: a background pixel within ``seams`` pixels of
+an object and with two different objects within ``2 * seams`` pixels takes the nearest one
+(:func:`refill_seams`); an object's border with the background elsewhere does not move.
 
 ``threshold``, ``h``, ``min_size``, ``markers``, ``core`` and ``seams`` may be ``auto``: chosen on the
 validation images at the end of training (:func:`tune`, grid search by mean AJI,
