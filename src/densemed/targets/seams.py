@@ -46,10 +46,25 @@ def separate(instances: np.ndarray, width: int = 1) -> np.ndarray:
     out = lab.copy()
     if width == 0:
         return out
-    size = 2 * int(width) + 1
-    # the largest and smallest object id around each pixel (background left out of the minimum)
-    top = ndimage.maximum_filter(lab, size=size, mode="nearest")
-    above = np.int64(lab.max()) + 1  # stands for background in the minimum (scipy's filters overflow near int64 max)
-    low = ndimage.minimum_filter(np.where(lab > 0, lab.astype(np.int64), above), size=size, mode="nearest")
+    top, low = id_range(lab, width)
     out[(lab > 0) & ((top != lab) | (low != lab))] = 0
     return out
+
+
+def id_range(instances: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """The largest and smallest object id within ``reach`` pixels (chessboard) of each pixel.
+
+    Background is left out of both: where no object is in reach, the largest is 0 and the smallest
+    is ``max id + 1``. A pixel sees two different objects exactly where the two differ and the
+    largest is > 0. Used by :func:`separate` and by the watershed's refill of seams
+    (:func:`densemed.infer.postprocess._common.refill_seams`).
+
+    Shape:
+        ``(*S)`` int -> two ``(*S)`` int64 arrays.
+    """
+    lab = np.asarray(instances, dtype=np.int64)
+    size = 2 * int(reach) + 1
+    above = lab.max(initial=0) + 1  # stands for background in the minimum (scipy's filters overflow near int64 max)
+    top = ndimage.maximum_filter(lab, size=size, mode="nearest")
+    low = ndimage.minimum_filter(np.where(lab > 0, lab, above), size=size, mode="nearest")
+    return top, low

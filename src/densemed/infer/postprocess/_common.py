@@ -70,11 +70,10 @@ def refill_seams(labels: np.ndarray, width: int) -> np.ndarray:
         return labels
     from skimage.segmentation import expand_labels
 
-    size = 4 * int(width) + 1
-    above = labels.max() + 1  # stands for background in the minimum
-    top = ndimage.maximum_filter(labels, size=size, mode="nearest")
-    low = ndimage.minimum_filter(np.where(labels > 0, labels, above), size=size, mode="nearest")
-    between = (labels == 0) & (top > 0) & (low < above) & (top != low)
+    from densemed.targets.seams import id_range
+
+    top, low = id_range(labels, 2 * int(width))
+    between = (labels == 0) & (top > 0) & (top != low)  # two different objects in reach
     grown = expand_labels(labels, distance=width)
     return np.where(between, grown, labels)
 
