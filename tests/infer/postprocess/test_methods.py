@@ -139,8 +139,8 @@ def test_cells_keep_two_cells_apart_across_a_membrane_gap_and_leave_no_membrane_
     p2 = p.copy()
     p2[1:11, 1:11] = 0.2
     p2[4:6, 4:6] = 0.0
-    assert to_instances({"foreground": p2}, "cells", min_marker=10).max() == 1
-    assert to_instances({"foreground": p2}, "cells", min_marker=4).max() == 2
+    assert to_instances({"foreground": p2}, "cells", markers="threshold", min_marker=10).max() == 1
+    assert to_instances({"foreground": p2}, "cells", markers="threshold", min_marker=4).max() == 2
 
 
 def test_cells_tuner_picks_the_marker_threshold_by_rand_score():
@@ -148,6 +148,57 @@ def test_cells_tuner_picks_the_marker_threshold_by_rand_score():
 
     p, truth = _membrane_map()
     p[1:11, 1:11] = 0.15  # the left cell is only moderately sure: markers need a cut above 0.15
-    chosen, scores = get_tuner("cells")([{"foreground": p}], [truth], {"marker_threshold": "auto", "min_marker": 10})
+    chosen, scores = get_tuner("cells")([{"foreground": p}], [truth],
+                                        {"markers": "threshold", "marker_threshold": "auto", "min_marker": 10})
     assert chosen == {"marker_threshold": 0.2}
     assert scores["marker_threshold=0.05"] < scores["marker_threshold=0.2"] == 1.0
+
+
+def _missed_membrane() -> tuple[np.ndarray, np.ndarray]:
+    """Two 15x15 cells either side of a membrane column that the network missed over 3 pixels (p = 0.01)."""
+    p = np.zeros((17, 33), np.float32)
+    p[[0, -1], :] = p[:, [0, 16, 32]] = 0.95
+    p[7:10, 16] = 0.01  # a gap as sure as the cells' insides
+    truth = np.zeros_like(p, dtype=np.int32)
+    truth[1:16, 1:16], truth[1:16, 17:32] = 1, 2
+    return p, truth
+
+
+def test_cells_distance_markers_split_cells_that_a_missed_membrane_joins():
+    from densemed.metrics.membrane import rand_scores
+
+    p, truth = _missed_membrane()
+    merged = to_instances({"foreground": p}, "cells", markers="threshold")
+    assert merged.max() == 1  # the gap joins the confident pixels of both cells into one marker
+    # 2 cells of 225 px in one segment: pairs together in the truth 2 * 225 * 224, in the prediction 450 * 449
+    assert rand_scores(merged, truth)["rand_precision"] == pytest.approx(2 * 225 * 224 / (450 * 449))
+    # the distance to the membrane is 8 px at each cell's centre and at most 2 px in the 3-px neck:
+    # two h-maxima of height >= 5, so two markers, grown apart along the membrane column
+    out = to_instances({"foreground": p}, "cells")
+    assert out.max() == 2 and rand_scores(out, truth)["rand_error"] == 0.0
+    # h above the cells' 8 px leaves no h-maximum: the region joined through the gap gets one marker -> one cell
+    assert to_instances({"foreground": p}, "cells", h=9).max() == 1
+
+
+def test_cells_distance_markers_give_a_thin_cell_its_own_marker_unless_smaller_than_min_marker():
+    p, _ = _missed_membrane()
+    p[7:10, 16] = 0.95  # membranes closed
+    p[1:16, 5] = 0.95  # a membrane cuts a 15x4 strip (max distance 2 px < h) off the left cell
+    out = to_instances({"foreground": p}, "cells")
+    assert out.max() == 3 and len(np.unique(out[1:16, 1:5])) == 1  # the strip has no h-maximum but is a cell
+    assert to_instances({"foreground": p}, "cells", min_marker=61).max() == 2  # 60 px < 61: grown into by a neighbour
+
+
+def test_cells_refuse_an_unknown_marker_rule():
+    p, _ = _missed_membrane()
+    with pytest.raises(DensemedError, match="cells markers must be one of distance, threshold"):
+        to_instances({"foreground": p}, "cells", markers="peaks")
+
+
+def test_cells_tuner_picks_distance_markers_where_a_membrane_is_missed():
+    from densemed.infer.postprocess import get_tuner
+
+    p, truth = _missed_membrane()
+    chosen, scores = get_tuner("cells")([{"foreground": p}], [truth], {"markers": "auto"})
+    assert chosen == {"markers": "distance"}
+    assert scores["markers=distance"] == 1.0 > scores["markers=threshold"]
