@@ -107,6 +107,18 @@ def encode(
     return encode_inner(instances, spacing, alpha), encode_outer(instances, spacing)
 
 
+def h_maxima_mask(image: np.ndarray, h: float, resolution: float) -> np.ndarray:
+    """The h-maxima of ``image`` ``(*S)`` as a boolean mask, computed on a fixed-point grid.
+
+    ``skimage.morphology.h_maxima`` compares floats with a tolerance; rounding ``image`` and ``h``
+    to multiples of ``resolution`` first makes the comparisons exact.
+    """
+    from skimage.morphology import h_maxima
+
+    scale = 1.0 / resolution
+    return h_maxima(np.round(np.asarray(image) * scale).astype(np.int64), int(round(h * scale))) > 0
+
+
 def markers(inner: np.ndarray, h: float = 0.05, mask: np.ndarray | None = None) -> np.ndarray:
     """Cell markers: 4-connected regional maxima of the h-maxima transform of ``inner``.
 
@@ -118,12 +130,9 @@ def markers(inner: np.ndarray, h: float = 0.05, mask: np.ndarray | None = None) 
     Returns:
         int32 ``(*S)``, one id per marker region, 0 elsewhere.
     """
-    from skimage.morphology import h_maxima
-
     img = np.asarray(inner, dtype=np.float64)
     if h > 0:
-        # h_maxima on floats compares with a tolerance; bring maps to a fixed-point grid first
-        peaks = h_maxima(np.round(img * 1e4).astype(np.int64), int(round(h * 1e4))) > 0
+        peaks = h_maxima_mask(img, h, resolution=1e-4)
     else:
         peaks = img == ndimage.maximum_filter(img, footprint=ndimage.generate_binary_structure(img.ndim, 1))
         peaks &= img > 0

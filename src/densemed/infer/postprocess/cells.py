@@ -84,11 +84,10 @@ def distance_markers(cell: np.ndarray, h: float, min_size: int, nbh: np.ndarray)
     A region of ``cell`` (connected by ``nbh``) that holds no h-maximum gets the whole region as its
     marker when it has at least ``min_size`` pixels.
     """
-    from skimage.morphology import h_maxima
+    from densemed.targets.distance import h_maxima_mask
 
     dist = ndimage.distance_transform_edt(cell)
-    # h-maxima on a fixed-point copy, as the watershed method: exact comparisons instead of float tolerance
-    peaks = (h_maxima(np.round(dist * 100).astype(np.int64), int(round(h * 100))) > 0) & cell
+    peaks = h_maxima_mask(dist, h, resolution=0.01) & cell  # the watershed method's grid
     seeds, n = ndimage.label(peaks, structure=nbh)
     regions, _ = ndimage.label(cell, structure=nbh)
     seeded = np.zeros(regions.max() + 1, bool)

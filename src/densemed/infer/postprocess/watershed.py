@@ -53,8 +53,9 @@ def distance_watershed(
     min_marker: int = 4, seams: int = 0,
 ) -> np.ndarray:
     """Watershed of the foreground's distance transform from h-maxima or confident-core markers."""
-    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
+
+    from densemed.targets.distance import h_maxima_mask
 
     if markers not in MARKERS:
         raise DensemedError(f"task.postprocess: watershed markers must be one of {', '.join(MARKERS)}, "
@@ -68,8 +69,7 @@ def distance_watershed(
         seeds, _ = ndimage.label((p > core) & fg, structure=structure(fg.ndim, 1))
         seeds = remove_small(seeds, min_marker)
     else:
-        # h-maxima on a fixed-point copy: exact comparisons instead of float tolerance
-        peaks = h_maxima(np.round(dist * 100).astype(np.int64), int(round(h * 100))) > 0
+        peaks = h_maxima_mask(dist, h, resolution=0.01)
         seeds, _ = ndimage.label(peaks & fg, structure=structure(fg.ndim, 1))
     labels = watershed(-dist, seeds, mask=fg)
     labels = refill_seams(labels, seams)
