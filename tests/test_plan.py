@@ -166,6 +166,35 @@ def test_near_objects_are_counted_but_still_get_components(tmp_path: Path) -> No
     assert any("100% have another within 10 voxels" in reason for _, reason in why)
 
 
+def _disc_and_squares(root: Path, side: int) -> None:
+    """Two 600 x 600 cases with a disc of radius 150 (diameter 300 px) and 2 / 3 ``side`` px squares."""
+    yy, xx = np.mgrid[:600, :600]
+    for stem, corners in (("a", [(450, 450), (450, 520)]), ("b", [(450, 450), (450, 520), (520, 450)])):
+        lab = np.zeros((600, 600), np.uint16)
+        lab[(yy - 200) ** 2 + (xx - 200) ** 2 <= 150 ** 2] = 1
+        for i, (r, c) in enumerate(corners, start=2):
+            lab[r:r + side, c:c + side] = i
+        write_label(root / "images" / f"{stem}.png", ((lab > 0) * 180 + 30).astype(np.uint8))
+        write_label(root / "labels" / f"{stem}.png", lab)
+
+
+def test_large_objects_shrink_2d_instance_images_until_the_largest_spans_at_most_128_px(tmp_path: Path) -> None:
+    # diameters 300 (p95) and 45 px (p5, 40 px squares): /2 -> 150 > 128 (small 22.6 >= 8), /4 -> 75 <= 128 (small 11.3)
+    _disc_and_squares(tmp_path, 40)
+    recipe, why = plan(fingerprint(tmp_path), 10, step_time=fixed_time(0.1))
+    assert recipe["data"]["target_spacing"] == [4.0, 4.0]
+    assert recipe["data"]["patch_size"] == [144, 144]  # 600 / 4 = 150, rounded down to a multiple of 2^4
+    assert any(d.startswith("target spacing: 4x4 (images shrunk 4x)") for d, _ in why)
+    config.from_dict(recipe, "plan")
+
+
+def test_shrinking_stops_where_the_smallest_objects_would_fall_below_8_px(tmp_path: Path) -> None:
+    # 16 px squares (equivalent diameter 18.05 px): /2 keeps 9.0 px, /4 would leave 4.5 < 8
+    _disc_and_squares(tmp_path, 16)
+    recipe, _ = plan(fingerprint(tmp_path), 10, step_time=fixed_time(0.1))
+    assert recipe["data"]["target_spacing"] == [2.0, 2.0]
+
+
 def test_written_plan_has_no_yaml_aliases_and_loads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
@@ -240,6 +269,7 @@ def test_dsb2018_nuclei_plans_an_instance_recipe_for_touching_nuclei() -> None:
     assert recipe["task"]["targets"]["weights"]["name"] == "border_weights" and recipe["task"]["seams"] == 1
     assert recipe["task"]["postprocess"]["method"] == "watershed"
     assert recipe["data"]["normalize"] == "zscore"
+    assert "target_spacing" not in recipe["data"]  # nuclei (95th percentile ~46 px across) are not shrunk
     config.from_dict(recipe, "plan")
 
 
@@ -248,6 +278,8 @@ def test_glas_glands_close_but_not_touching_get_components() -> None:
     assert fp.touching_fraction == 0.0 and fp.near_fraction >= 0.1  # glands apart, but often by a thin stroma
     recipe, _ = plan(fp, 30, step_time=fixed_time(0.5))
     assert recipe["task"]["postprocess"]["method"] == "components" and "seams" not in recipe["task"]
+    # glands up to ~250 px across: shrunk 2x, the 261 x 387 median image gives the 256 x 256 patch
+    assert recipe["data"]["target_spacing"] == [2.0, 2.0] and recipe["data"]["patch_size"] == [256, 256]
     config.from_dict(recipe, "plan")
 
 

@@ -49,7 +49,7 @@ def real_image(cfg: Any, image: str | None) -> tuple[Any, str]:
         from densemed.infer.predict import read_input
 
         arr, meta = read_input(image, d.dims)
-        if d.target_spacing and meta.spacing:
+        if d.target_spacing:
             arr = resample(arr, meta.spacing, d.target_spacing, order=1)
         return normalize(arr, d.normalize, d.percentiles, d.window), str(image)
     from densemed import tasks

@@ -32,10 +32,17 @@ Decisions (:func:`plan`, each returned with its reason):
 * Target spacing: none when all sampled cases share one spacing (within 1 %); the median spacing when
   they differ and the data are isotropic (anisotropy < 3); kept (no resampling) when anisotropic,
   because resampling thick slices to the fine spacing invents slices and the reverse discards detail.
-* Patch: the median image size rounded down to multiples of ``2^depth`` (at least ``2^depth``); while it
-  holds more than ``PATCH_VOXELS[dims]`` voxels, the axis with the largest physical extent (size x
-  spacing) loses ``2^depth`` voxels, so anisotropic volumes get anisotropic patches covering a similar
-  extent in millimetres (nnU-Net's rule).
+* Image scale (2D instance data): when the 95th-percentile object's equivalent diameter exceeds
+  ``OBJECT_SPAN`` (128 px, half a 256-px patch), the images are shrunk by powers of 2
+  (``data.target_spacing``; pictures without a spacing count one unit per pixel) until it does not,
+  as long as the 5th-percentile object keeps ``MIN_OBJECT_SPAN`` (8) px: the network then sees the
+  largest objects whole with the stroma around them. GlaS (glands up to ~250 px) is shrunk 2x;
+  nuclei (DSB, ~46 px) are not. Predictions are made on the shrunk grid, where post-processing
+  options are tuned, and resized back to the input (:func:`densemed.infer.postprocess.resize_labels`).
+* Patch: the median image size (after shrinking) rounded down to multiples of ``2^depth`` (at least
+  ``2^depth``); while it holds more than ``PATCH_VOXELS[dims]`` voxels, the axis with the largest
+  physical extent (size x spacing) loses ``2^depth`` voxels, so anisotropic volumes get anisotropic
+  patches covering a similar extent in millimetres (nnU-Net's rule).
 * Batch: ``BATCH_VOXELS / patch voxels``, clipped to [2, 16].
 * Normalisation: CT-like -> a fixed window at the foreground's 0.5 / 99.5 percentiles (nnU-Net's CT
   scheme; densemed's window then scales to [0, 1]); otherwise a per-image z-score.
@@ -96,6 +103,12 @@ NEAR_GAP = 10
 #: anisotropy (max / min spacing) from which spacing is kept and patches are anisotropic
 ANISOTROPY = 3.0
 DEPTH = {2: 4, 3: 3}
+#: equivalent diameter (px) that the 95th-percentile object of 2D instance data may span on the
+#: network's grid: half the side of a 256-px patch, so the largest objects are seen whole with their
+#: surroundings; larger ones shrink the images by powers of 2 (``data.target_spacing``)
+OBJECT_SPAN = 128
+#: equivalent diameter (px) that the 5th-percentile object must keep after shrinking
+MIN_OBJECT_SPAN = 8
 
 #: ``(model, dims, in_channels, out_channels, patch, batch, amp) -> seconds`` of one training step
 StepTimer = Callable[[dict[str, Any], int, int, int, list[int], int, bool], float]
@@ -442,9 +455,24 @@ def measure_step(model: dict[str, Any], dims: int, in_channels: int, out_channel
 # -- decisions -----------------------------------------------------------------------------------------
 
 
-def _patch(fp: Fingerprint, depth: int) -> list[int]:
+def shrink_factor(fp: Fingerprint) -> int:
+    """Power of 2 by which 2D instance images are shrunk so large objects fit ``OBJECT_SPAN`` (1: kept).
+
+    Doubled while the 95th-percentile object's equivalent diameter ``sqrt(4 A / pi)`` exceeds
+    ``OBJECT_SPAN`` px and the 5th-percentile object would keep at least ``MIN_OBJECT_SPAN`` px.
+    """
+    if fp.dims != 2 or fp.label_kind != "instances" or not fp.object_sizes:
+        return 1
+    d95, d5 = (math.sqrt(4 * fp.object_sizes[k] / math.pi) for k in ("p95", "p5"))
+    f = 1
+    while d95 / f > OBJECT_SPAN and d5 / (2 * f) >= MIN_OBJECT_SPAN:
+        f *= 2
+    return f
+
+
+def _patch(fp: Fingerprint, depth: int, shrink: int = 1) -> list[int]:
     m = 2 ** depth
-    size = [max(m, s // m * m) for s in fp.median_size]
+    size = [max(m, s // shrink // m * m) for s in fp.median_size]
     while math.prod(size) > PATCH_VOXELS[fp.dims]:
         # shrink the axis with the largest physical extent by one pooling multiple
         extent = [s * sp if s > m else -1.0 for s, sp in zip(size, fp.median_spacing)]
@@ -506,11 +534,22 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
         target_spacing = [round(v, 4) for v in fp.median_spacing]
         why.append((f"target spacing: {sp_text} (median)", f"{len(distinct)} different spacings in the sample"))
 
+    shrink = shrink_factor(fp)
+    if shrink > 1:
+        base = target_spacing or [float(v) for v in fp.median_spacing]
+        target_spacing = [round(v * shrink, 4) for v in base]
+        d95 = math.sqrt(4 * fp.object_sizes["p95"] / math.pi)
+        why.append((f"target spacing: {'x'.join(f'{v:g}' for v in target_spacing)} (images shrunk {shrink}x)", (
+            f"large objects: the 95th percentile spans {d95:.0f} px (equivalent diameter) > {OBJECT_SPAN} px, half "
+            f"a 256-px patch; shrunk {shrink}x they are seen whole with their surroundings (GlaS glands: object "
+            "F1 and Dice up, README); predictions come back to the input grid")))
+
     depth = DEPTH[dims]
-    patch = _patch(fp, depth)
+    patch = _patch(fp, depth, shrink)
     aniso_patch = fp.anisotropy >= ANISOTROPY and len(set(patch)) > 1
     why.append((f"patch: {patch}", (
-        f"median image {fp.median_size} in multiples of 2^{depth} (the U-Net's {depth} poolings), its longest "
+        f"median image {[v // shrink for v in fp.median_size]}{' (shrunk)' if shrink > 1 else ''} in multiples "
+        f"of 2^{depth} (the U-Net's {depth} poolings), its longest "
         f"physical axis shrunk to <= {PATCH_VOXELS[dims]} voxels" + ("; anisotropic like the voxels" if aniso_patch
                                                                         else ""))))
     batch = int(min(16, max(2, BATCH_VOXELS // math.prod(patch))))
@@ -657,7 +696,7 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     # validation cadence
     n_val = max(1, int(round(val_fraction * fp.n_cases)))
     steps_per_epoch = 16
-    val_s = n_val * (_windows(fp.median_size, patch) + 2) * t(width) / (3 * batch)
+    val_s = n_val * (_windows([v // shrink for v in fp.median_size], patch) + 2) * t(width) / (3 * batch)
     epoch_s = steps_per_epoch * t(width)
     val_every = max(1, math.ceil(9 * val_s / epoch_s))
     why.append((f"val_every: {val_every} epochs", (

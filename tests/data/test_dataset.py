@@ -121,3 +121,23 @@ def test_target_spacing_resamples_images_linearly_and_labels_by_nearest(tmp_path
     col = image[0, :, 0, 0]
     assert np.all(np.abs(np.diff(col)) <= 9 + 1e-4) and col.min() >= 0 and col.max() <= 27 + 1e-4
     assert set(np.unique(label)) == {0, 1} and label[:3].max() == 0 and label[-3:].min() == 1
+
+
+def test_target_spacing_halves_png_images_by_2x2_means_and_labels_by_nearest(tmp_path):
+    # PNGs carry no spacing: one unit per pixel, so target spacing [2, 2] halves each side
+    from PIL import Image
+
+    from densemed import config
+    from densemed.data.dataset import read_image_case, read_label_case
+
+    img = (np.arange(4 * 6).reshape(4, 6) * 10).astype(np.uint8)
+    lab = np.kron(np.array([[0, 1, 2], [3, 0, 4]], np.uint8), np.ones((2, 2), np.uint8))  # ids in 2x2 blocks
+    Image.fromarray(img).save(tmp_path / "i.png")
+    Image.fromarray(lab).save(tmp_path / "l.png")
+    cfg = config.load(None, ["data.dims=2", "data.patch_size=[2,2]", "data.target_spacing=[2,2]",
+                             "data.normalize=none"])
+    image, _ = read_image_case(cfg, tmp_path / "i.png")
+    label, _ = read_label_case(cfg, tmp_path / "l.png", image.shape[1:])
+    means = img.reshape(2, 2, 3, 2).mean(axis=(1, 3))  # pixel centres matched: linear = the 2x2 block mean
+    np.testing.assert_allclose(image[0], means, atol=1e-4)
+    np.testing.assert_array_equal(label, [[0, 1, 2], [3, 0, 4]])

@@ -75,8 +75,9 @@ if TYPE_CHECKING:
     from densemed.data.dataset import Case
     from densemed.tasks.base import Task
 
-#: bump when the files of a cached case change meaning (2: info.json lists the files and their sizes)
-FORMAT = 2
+#: bump when the files of a cached case change meaning (2: info.json lists the files and their sizes;
+#: 3: resampling to data.target_spacing matches pixel centres, and applies to images without a spacing)
+FORMAT = 3
 #: arrays smaller than this (bytes) are read into memory rather than mapped: they hold no file descriptor
 MAP_MIN_BYTES = 64 * 1024
 #: a temporary case folder older than this (seconds) is a killed writer's: the next load removes it

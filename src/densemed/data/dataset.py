@@ -112,19 +112,25 @@ def map_labels(label: np.ndarray, cfg: DataConfig, path: Path | str) -> np.ndarr
 def resample(
     arr: np.ndarray, spacing: Sequence[float] | None, target: Sequence[float] | None, order: int
 ) -> np.ndarray:
-    """Resample ``(*S)`` or ``(C, *S)`` from ``spacing`` to ``target`` spacing (``order`` 0 for labels)."""
-    if target is None or spacing is None:
+    """Resample ``(*S)`` or ``(C, *S)`` from ``spacing`` to ``target`` spacing (``order`` 0 for labels).
+
+    An image without a spacing (PNG, TIFF, an array given none) counts one unit per pixel, so on 2D
+    pictures ``data.target_spacing: [2, 2]`` halves each side (large objects, e.g. GlaS glands, then
+    fit the network's field of view; :mod:`densemed.plan`).
+    """
+    if target is None:
         return arr
+    if spacing is None:
+        spacing = [1.0] * len(target)
     from scipy import ndimage as ndi
 
     zoom = [float(s) / float(t) for s, t in zip(spacing, target)]
     if np.allclose(zoom, 1.0):
         return arr
-    return (
-        np.stack([ndi.zoom(a, zoom, order=order) for a in arr])
-        if arr.ndim == len(zoom) + 1
-        else ndi.zoom(arr, zoom, order=order)
-    )
+    # pixel centres matched (grid_mode), like the bilinear / nearest resizing back to the input grid
+    # at prediction time (torch's align_corners=False, infer.postprocess.resize_labels)
+    kw = {"order": order, "grid_mode": True, "mode": "nearest"}
+    return np.stack([ndi.zoom(a, zoom, **kw) for a in arr]) if arr.ndim == len(zoom) + 1 else ndi.zoom(arr, zoom, **kw)
 
 
 def target_maps(

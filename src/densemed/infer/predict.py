@@ -155,14 +155,17 @@ class Predictor:
 
     # -- the pipeline -----------------------------------------------------------------------------
     def run(self, image: np.ndarray, spacing: Any = None, where: Any = "array",
-            tta: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]:
+            tta: bool | None = None, native: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]:
         """Channels checked, resampled, normalised, inferred: ``(x, outputs, (shift, scale))``.
 
         Args:
             image: ``(C, *S)`` float32 in the input's intensities.
-            spacing: voxel size of ``image`` (resampled to ``data.target_spacing`` when both are set).
+            spacing: voxel size of ``image``, resampled to ``data.target_spacing`` when the recipe
+                has one (no spacing: one unit per pixel).
             where: the input's name, for messages.
             tta: flip test-time augmentation (default ``infer.tta``).
+            native: keep the outputs on the network's grid (``x``'s) instead of the input's.
 
         Raises:
             DensemedError: other channels than the network's, NaN or infinite intensities, or
@@ -170,7 +173,8 @@ class Predictor:
 
         Returns:
             ``x``: the normalised network input ``(1, C, *S')`` (``S'`` after resampling);
-            ``outputs``: the task's activated outputs ``(1, K, *S)`` on the CPU, on the input grid;
+            ``outputs``: the task's activated outputs ``(1, K, *S)`` on the CPU, on the input grid
+            (``(1, K, *S')`` with ``native``);
             the per-channel normalisation ``(shift, scale)``.
         """
         from densemed.data.dataset import check_finite
@@ -180,7 +184,7 @@ class Predictor:
             raise DensemedError(f"{where}: image has {image.shape[0]} channels, the model expects {self.in_channels}")
         check_finite(image, [where])  # NaN/inf intensities: the same line as training and densemed check
         orig = image.shape[1:]
-        if d.target_spacing and spacing:
+        if d.target_spacing:  # no spacing: one unit per pixel (data.dataset.resample)
             from densemed.data.dataset import resample
 
             image = resample(image, spacing, d.target_spacing, order=1)
@@ -188,9 +192,13 @@ class Predictor:
         shift, scale, _ = intensity_params(image, d.normalize, d.percentiles, d.window)
         outputs = self.task.infer(self.model, x, self.device, tta)
         check_finite_outputs(outputs, where)
-        if tuple(outputs.shape[2:]) != tuple(orig):  # back to the input grid after resampling
-            outputs = F.interpolate(outputs, size=orig, mode="trilinear" if d.dims == 3 else "bilinear")
-        return x, outputs, (shift, scale)
+        return x, outputs if native else self.on_grid(outputs, orig), (shift, scale)
+
+    def on_grid(self, outputs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """``(1, K, *S')`` outputs brought to the input grid ``S`` by linear interpolation (same grid: as is)."""
+        if tuple(outputs.shape[2:]) == tuple(shape):
+            return outputs
+        return F.interpolate(outputs, size=tuple(shape), mode="trilinear" if self.cfg.data.dims == 3 else "bilinear")
 
     def as_image(self, array: Any) -> np.ndarray:
         """An array as ``(C, *S)`` float32: ``(*S)`` gets one channel; ``(H, W, C)`` colour images are moved."""
@@ -235,7 +243,8 @@ class Predictor:
             (35, 51, 35) (3, 35, 51, 35)
         """
         image = self.as_image(array)
-        x, outputs, (shift, scale) = self.run(image, spacing, "array", tta)
+        x, net, (shift, scale) = self.run(image, spacing, "array", tta, native=True)
+        outputs = self.on_grid(net, image.shape[1:])
         kind = main_kind(self.model)
         if kind == "logits":
             main = to_labels(outputs)[0].numpy()
@@ -249,17 +258,26 @@ class Predictor:
                 raise DensemedError(f"probabilities: the model's main head is a {kind} head, not class scores")
             extra.append(outputs[0].numpy())
         if instances:
-            extra.append(self.instance_map(x, outputs, instance_method))
+            extra.append(self.instance_map(x, net, instance_method, image.shape[1:]))
         return (main, *extra) if extra else main
 
-    def instance_map(self, x: torch.Tensor, outputs: torch.Tensor, method: str | None = None) -> np.ndarray:
-        """The task's instance map of one image (its post-processing of the network's heads)."""
+    def instance_map(self, x: torch.Tensor, outputs: torch.Tensor, method: str | None = None,
+                     shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The task's instance map of one image (its post-processing of the network's heads).
+
+        ``outputs`` are on the network's grid (``x``'s), where the post-processing runs and its
+        ``auto`` options were chosen; the map is then resized to ``shape`` (nearest neighbour,
+        :func:`densemed.infer.postprocess.resize_labels`) when given.
+        """
+        from densemed.infer.postprocess import resize_labels
+
         spec = getattr(self.task, "postprocess_spec", None)
         if spec is None:
             raise DensemedError(f"instances: task {self.task.name!r} does not produce instance maps")
         chosen, params = spec(self.model, method)
         self._check_exported_heads(chosen)
-        return self.task.instance_labels(self.model, x, outputs, chosen, params, self.device)
+        labels = self.task.instance_labels(self.model, x, outputs, chosen, params, self.device)
+        return labels if shape is None else resize_labels(labels, shape)
 
     def _check_exported_heads(self, method: str) -> None:
         if not self.exported:
@@ -288,7 +306,10 @@ class Predictor:
             if spec is not None:
                 self._check_exported_heads(spec(self.model, options.get("instance_method"))[0])
         image, meta = read_input(path, self.cfg.data.dims)
-        x, outputs, norm = self.run(image, meta.spacing, path, tta)
+        x, net, norm = self.run(image, meta.spacing, path, tta, native=True)
+        outputs = self.on_grid(net, image.shape[1:])
+        if outputs is not net:  # resampled: instances are made on the network's grid (Task.write)
+            options["network_outputs"] = net
         source, meta = output_source(path, meta)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,12 @@ class Task:
         self, model: nn.Module, image: torch.Tensor, outputs: torch.Tensor, source: Path, meta: ImageMeta,
         out_dir: Path, norm: tuple[np.ndarray, np.ndarray], options: dict[str, Any],
     ) -> list[Path]:
-        """Write the results of one input file; returns the written files (the first is the main one)."""
+        """Write the results of one input file; returns the written files (the first is the main one).
+
+        ``outputs`` are on the input's grid; when the recipe resampled the input
+        (``data.target_spacing``), ``options["network_outputs"]`` holds them on the network's grid
+        (``image``'s), where instance post-processing runs.
+        """
         raise NotImplementedError
 
     # -- evaluation -------------------------------------------------------------------------------

@@ -131,7 +131,9 @@ class Instances(Segmentation):
 
         image, meta = read_image_case(self.cfg, image_path)
         raw, lmeta = read_label_case(self.cfg, label_path, image.shape[1:])
-        return self._case(name, image, check_instances(raw, label_path), lmeta.spacing, meta)
+        # the ids are on the target grid when data.target_spacing is set: derived maps use its spacing
+        spacing = self.cfg.data.target_spacing or lmeta.spacing
+        return self._case(name, image, check_instances(raw, label_path), spacing, meta)
 
     def synthetic_case(self, name: str, image: np.ndarray, instances: np.ndarray) -> Case:
         """Generated cells with their ids and targets."""

@@ -193,8 +193,13 @@ class Segmentation(Task):
         fsuffix = float_suffix(meta)
         device = options.get("device", torch.device("cpu"))
         if options.get("instances"):
+            from densemed.infer.postprocess import resize_labels
+
             method, params = self.postprocess_spec(model, options.get("instance_method"))
-            labels = self.instance_labels(model, image, outputs, method, params, device)
+            # made on the network's grid, where ``auto`` options were tuned, then brought to the input's
+            net = options.get("network_outputs", outputs)
+            labels = resize_labels(self.instance_labels(model, image, net, method, params, device),
+                                   tuple(outputs.shape[2:]))
             target = out_dir / f"{stem}{suffix}"
             write_label(target, labels, meta)
             return [target]

@@ -16,7 +16,7 @@ predicted membranes). Every method returns int32 ids
 """
 
 from densemed.infer.postprocess import cells, components, dcan, deepdistance, watershed  # noqa: F401
-from densemed.infer.postprocess._common import fill_holes, relabel, remove_small
+from densemed.infer.postprocess._common import fill_holes, relabel, remove_small, resize_labels
 from densemed.infer.postprocess.registry import (
     check_params,
     get,
@@ -30,5 +30,5 @@ from densemed.infer.postprocess.registry import (
 
 __all__ = [
     "check_params", "fill_holes", "get", "get_tuner", "names", "register", "relabel", "remove_small",
-    "to_instances", "tunable", "tuner",
+    "resize_labels", "to_instances", "tunable", "tuner",
 ]

@@ -83,3 +83,23 @@ def relabel(labels: np.ndarray) -> np.ndarray:
     from skimage.segmentation import relabel_sequential
 
     return relabel_sequential(labels.astype(np.int32))[0]
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour resize of an id map to ``shape`` (ids are never blended).
+
+    Output pixel ``i`` of an axis takes input pixel ``floor((i + 0.5) * n_in / n_out)`` (pixel
+    centres matched, PyTorch's ``nearest-exact``); a map already of that shape is returned as is.
+    Instance maps made on the network's grid (``data.target_spacing``) come back to the input's
+    grid this way, so the post-processing runs where its options were tuned.
+
+    Shape:
+        ``(*S)`` -> ``shape``.
+    """
+    shape = tuple(int(n) for n in shape)
+    if labels.shape == shape:
+        return labels
+    if labels.ndim != len(shape):
+        raise ValueError(f"labels have {labels.ndim} axes, shape {shape} has {len(shape)}")
+    index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1) for m, n in zip(labels.shape, shape)]
+    return labels[np.ix_(*index)]
