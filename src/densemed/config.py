@@ -56,7 +56,7 @@ class DataConfig:
     normalize: str = "zscore"  # zscore | percentile | window | none
     window: list[float] | None = None  # CT window [lo, hi] for normalize=window
     percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
-    target_spacing: list[float] | None = None  # resample volumes to this spacing (mm) when set
+    target_spacing: list[float] | None = None  # resample to this spacing (mm; pixels without a spacing) when set
     val_fraction: float = 0.2
     split_seed: int = 0
     train_files: list[str] | None = None  # explicit split by file stem

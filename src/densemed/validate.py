@@ -197,7 +197,7 @@ def spacing(v: Any, cfg: Config) -> None:
     d = cfg.data.dims
     if not isinstance(v, (list, tuple)) or len(v) != d or not all(_is_num(s) and math.isfinite(s) and s > 0
                                                                   for s in v):
-        raise _Bad(f"a list of {d} positive numbers (mm per axis, data.dims={d})")
+        raise _Bad(f"a list of {d} positive numbers (mm per axis; pixels for pictures without one; data.dims={d})")
 
 
 def interval(lo: float | None = None, hi: float | None = None) -> Rule:
