@@ -266,18 +266,14 @@ class Predictor:
         """The task's instance map of one image (its post-processing of the network's heads).
 
         ``outputs`` are on the network's grid (``x``'s), where the post-processing runs and its
-        ``auto`` options were chosen; the map is then resized to ``shape`` (nearest neighbour,
-        :func:`densemed.infer.postprocess.resize_labels`) when given.
+        ``auto`` options were chosen; the map is then resized to ``shape`` when given.
         """
-        from densemed.infer.postprocess import resize_labels
-
         spec = getattr(self.task, "postprocess_spec", None)
         if spec is None:
             raise DensemedError(f"instances: task {self.task.name!r} does not produce instance maps")
         chosen, params = spec(self.model, method)
         self._check_exported_heads(chosen)
-        labels = self.task.instance_labels(self.model, x, outputs, chosen, params, self.device)
-        return labels if shape is None else resize_labels(labels, shape)
+        return self.task.instance_labels(self.model, x, outputs, chosen, params, self.device, shape)
 
     def _check_exported_heads(self, method: str) -> None:
         if not self.exported:

@@ -174,15 +174,22 @@ class Segmentation(Task):
         return chosen, {}
 
     def instance_labels(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, method: str,
-                        params: dict[str, Any], device: torch.device) -> np.ndarray:
-        """Instance map of one image: from the predicted foreground when that is all the method needs."""
+                        params: dict[str, Any], device: torch.device,
+                        shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Instance map of one image: from the predicted foreground when that is all the method needs.
+
+        ``probs`` are on ``x``'s grid (the network's), where the post-processing runs and its ``auto``
+        options were tuned; with ``shape`` the map is resized to it (nearest neighbour,
+        :func:`densemed.infer.postprocess.resize_labels`), e.g. the input's grid after resampling.
+        """
         from densemed.infer import postprocess
 
         if set(postprocess.get(method).needs) <= {"foreground"} and main_kind(model) == "logits":
             outputs = {"foreground": foreground(probs[0], channel_dim=0).numpy()}
         else:
             outputs = network_outputs(model, x, window_of(self.cfg), self.cfg.infer.overlap, device)
-        return postprocess.to_instances(outputs, method, **resolve_auto(method, params))
+        labels = postprocess.to_instances(outputs, method, **resolve_auto(method, params))
+        return labels if shape is None else postprocess.resize_labels(labels, shape)
 
     def write(
         self, model: nn.Module, image: torch.Tensor, outputs: torch.Tensor, source: Path, meta: ImageMeta,
@@ -193,13 +200,9 @@ class Segmentation(Task):
         fsuffix = float_suffix(meta)
         device = options.get("device", torch.device("cpu"))
         if options.get("instances"):
-            from densemed.infer.postprocess import resize_labels
-
             method, params = self.postprocess_spec(model, options.get("instance_method"))
-            # made on the network's grid, where ``auto`` options were tuned, then brought to the input's
-            net = options.get("network_outputs", outputs)
-            labels = resize_labels(self.instance_labels(model, image, net, method, params, device),
-                                   tuple(outputs.shape[2:]))
+            net = options.get("network_outputs", outputs)  # the network's grid, where options were tuned
+            labels = self.instance_labels(model, image, net, method, params, device, tuple(outputs.shape[2:]))
             target = out_dir / f"{stem}{suffix}"
             write_label(target, labels, meta)
             return [target]
