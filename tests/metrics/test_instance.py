@@ -188,6 +188,32 @@ def test_evaluate_instance_folders(tmp_path):
         evaluate_instance_folders(tmp_path / "pred", tmp_path / "truth")
 
 
+def test_set_level_object_dice_and_hausdorff_weigh_objects_among_all_images_glas_rule(tmp_path):
+    from densemed.data.io import write_label
+    from densemed.metrics.instance import evaluate_instance_folders
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "truth").mkdir()
+    small = np.zeros((8, 8), np.uint16)
+    small[0:2, 0:2] = 1  # a: a 4-px object found exactly (Dice 1, Hausdorff 0)
+    big = np.zeros((8, 8), np.uint16)
+    big[0:3, 0:4] = 1  # b: a 12-px object ...
+    inner = np.zeros((8, 8), np.uint16)
+    inner[0:2, 0:2] = 1  # ... of which a 4-px corner is found: Dice 8/16 = 0.5, Hausdorff |(2,3)-(1,1)| = sqrt 5
+    write_label(tmp_path / "truth" / "a.png", small)
+    write_label(tmp_path / "pred" / "a.png", small)
+    write_label(tmp_path / "truth" / "b.png", big)
+    write_label(tmp_path / "pred" / "b.png", inner)
+    res = evaluate_instance_folders(tmp_path / "pred", tmp_path / "truth")
+    # per image: Dice 1 and 0.5, mean 0.75; Hausdorff 0 and sqrt 5
+    assert res["mean"]["object_dice"] == pytest.approx(0.75)
+    assert res["mean"]["object_hausdorff"] == pytest.approx(np.sqrt(5) / 2)
+    # set: truth side (4 * 1 + 12 * 0.5) / 16 = 0.625, prediction side (4 * 1 + 4 * 0.5) / 8 = 0.75
+    assert res["pooled"]["object_dice"] == pytest.approx(0.5 * (0.625 + 0.75))
+    # Hausdorff: truth side 12 sqrt5 / 16, prediction side 4 sqrt5 / 8
+    assert res["pooled"]["object_hausdorff"] == pytest.approx(0.5 * (0.75 + 0.5) * np.sqrt(5))
+
+
 def test_dsb_score_hand_computed_over_the_ten_iou_thresholds():
     from densemed.metrics.instance import DSB_THRESHOLDS, dsb_score
 

@@ -14,6 +14,10 @@ All functions take a predicted and a ground-truth instance map of the same shape
 * **Object-level Hausdorff** (GlaS): the same weighting of the Hausdorff distance
   ``H(A, B) = max(sup_a inf_b |a - b|, sup_b inf_a |a - b|)`` between pixel sets; when an object
   overlaps nothing, its partner is the object of the other map at the smallest Hausdorff distance.
+  Per image these weigh objects within their image; the challenge scores a test set with the
+  weights taken among all objects of the set (``γ_i = |G_i| / Σ`` over every image's objects) and
+  TP/FP/FN counted over all images: :func:`set_level`, ``pooled`` in :func:`evaluate_instance_folders`.
+  The challenge's evaluation page defines its scores this way, over the set.
 * **Aggregated Jaccard Index** (Kumar et al., IEEE TMI 36(7), 2017): for every ground-truth object
   G_i take the predicted object S_j of largest IoU, add ``|G_i ∩ S_j|`` to C and ``|G_i ∪ S_j|`` to U;
   finally add the area of every predicted object never chosen to U. ``AJI = C / U``.
@@ -128,12 +132,27 @@ def _object_dice(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray) -> float:
         return 1.0
     if len(ta) == 0 or len(pa) == 0:
         return 0.0
-    dice = 2 * inter / (ta[:, None] + pa[None, :])
-    j_of_i = inter.argmax(axis=1)  # S*(G_i); its Dice is 0 when the overlap is 0
-    i_of_j = inter.argmax(axis=0)
-    term_g = np.sum(ta / ta.sum() * dice[np.arange(len(ta)), j_of_i])
-    term_s = np.sum(pa / pa.sum() * dice[i_of_j, np.arange(len(pa))])
-    return float(0.5 * (term_g + term_s))
+    return _weighted_mean(_dice_terms(inter, ta, pa))
+
+
+def _dice_terms(inter: np.ndarray, ta: np.ndarray, pa: np.ndarray) -> np.ndarray:
+    """``[Σ_i |G_i| D(G_i, S*), Σ_i |G_i|, Σ_j |S_j| D(G*, S_j), Σ_j |S_j|]``: the object Dice before weighting.
+
+    Summed over images these give the set-level object Dice of the GlaS challenge (:func:`set_level`).
+    """
+    terms = np.array([0.0, float(ta.sum()), 0.0, float(pa.sum())])
+    if len(ta) and len(pa):
+        dice = 2 * inter / (ta[:, None] + pa[None, :])
+        terms[0] = np.sum(ta * dice[np.arange(len(ta)), inter.argmax(axis=1)])  # S*(G_i); Dice 0 without overlap
+        terms[2] = np.sum(pa * dice[inter.argmax(axis=0), np.arange(len(pa))])
+    return terms
+
+
+def _weighted_mean(terms: np.ndarray) -> float:
+    """``1/2 (Σ_g / |G| + Σ_s / |S|)`` of summed terms (:func:`_dice_terms`); a side without area adds 0."""
+    g = terms[0] / terms[1] if terms[1] else 0.0
+    s = terms[2] / terms[3] if terms[3] else 0.0
+    return float(0.5 * (g + s))
 
 
 def _pair_hausdorff(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None) -> float:
@@ -155,6 +174,13 @@ def object_hausdorff(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[floa
         return 0.0
     if len(ta) == 0 or len(pa) == 0:
         return float("inf")
+    return _weighted_mean(_hausdorff_terms(pred, truth, spacing, (inter, ta, pa)))
+
+
+def _hausdorff_terms(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None,
+                     overlap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The object Hausdorff before weighting, like :func:`_dice_terms`; both maps must hold objects."""
+    inter, ta, pa = overlap
     p, _ = _relabel(np.asarray(pred))
     t, _ = _relabel(np.asarray(truth))
     cache: dict[tuple[int, int], float] = {}
@@ -170,12 +196,23 @@ def object_hausdorff(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[floa
             return pair(i, int(row.argmax()))
         return min(pair(i, k) for k in range(n_other))
 
-    term_g = sum(ta[i] / ta.sum() * partner(i, inter[i], len(pa), haus) for i in range(len(ta)))
     def haus_t(j: int, i: int) -> float:
         return haus(i, j)
 
-    term_s = sum(pa[j] / pa.sum() * partner(j, inter[:, j], len(ta), haus_t) for j in range(len(pa)))
-    return float(0.5 * (term_g + term_s))
+    sum_g = sum(ta[i] * partner(i, inter[i], len(pa), haus) for i in range(len(ta)))
+    sum_s = sum(pa[j] * partner(j, inter[:, j], len(ta), haus_t) for j in range(len(pa)))
+    return np.array([sum_g, float(ta.sum()), sum_s, float(pa.sum())])
+
+
+def set_level(terms: Sequence[np.ndarray]) -> float:
+    """The GlaS challenge's object Dice or Hausdorff of a whole set from per-image terms.
+
+    The challenge weighs every object by its area among *all* objects of the test set (its
+    ``𝒢 = ∪_a 𝒢_a``), so a large gland counts more than a small one wherever it lies; the per-image
+    scores weigh objects within their image and the images equally. ``terms``: one
+    :func:`_dice_terms` / :func:`_hausdorff_terms` array per image.
+    """
+    return _weighted_mean(np.sum(terms, axis=0)) if len(terms) else float("nan")
 
 
 def aggregated_jaccard(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -289,14 +326,20 @@ def instance_scores(
     spacing: Sequence[float] | None = None,
     hausdorff: bool = True,
     shape: bool = True,
+    terms: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Every object-level score of one prediction, flat, for ``densemed evaluate --instances``.
+
+    ``terms``, when given, receives the unweighted sums of ``object_dice`` and (where both maps hold
+    objects) ``object_hausdorff`` for :func:`set_level`.
 
     Keys: ``object_f1, object_precision, object_recall, object_dice, object_hausdorff, aji, pq,
     sq, dq (F1 at IoU 0.5), dsb_score, n_pred, n_true`` and, for 2D maps with ``shape``, ``descriptor_error``
     (:func:`densemed.metrics.shape.descriptor_error` over the F1 matches; NaN without a match).
     """
     overlap = overlap_matrix(pred, truth)  # once: the costly part on large maps
+    if terms is not None:  # the set-level sums (set_level), for a folder's pooled scores
+        terms["object_dice"] = _dice_terms(*overlap)
     f1 = _object_f1(*overlap)
     pq = _pq(*overlap)
     out = {
@@ -313,7 +356,14 @@ def instance_scores(
         "n_true": float(len(overlap[1])),
     }
     if hausdorff:
-        out["object_hausdorff"] = object_hausdorff(pred, truth, spacing)
+        inter, ta, pa = overlap
+        if len(ta) and len(pa):
+            hterms = _hausdorff_terms(pred, truth, spacing, overlap)
+            out["object_hausdorff"] = _weighted_mean(hterms)
+            if terms is not None:
+                terms["object_hausdorff"] = hterms
+        else:
+            out["object_hausdorff"] = 0.0 if len(ta) == len(pa) else float("inf")
     if shape and np.ndim(truth) == 2:
         from densemed.metrics.shape import descriptor_error, match_objects
 
@@ -341,8 +391,10 @@ def evaluate_instance_folders(
              "mean": {metric: mean over images}, "pooled": {"object_f1", "precision", "recall"},
              "unmatched_predictions": [...]}
 
-        ``pooled`` counts TP/FP/FN over all images (the GlaS F1 of a test set); ``mean``
-        averages per-image values (an infinite Hausdorff, from an image with no prediction,
+        ``pooled`` holds the GlaS challenge's scores of the whole set: F1 from TP/FP/FN counted
+        over all images, object Dice and Hausdorff with every object weighted by its area among all
+        objects of the set (:func:`set_level`; the Hausdorff over images where both maps hold
+        objects); ``mean`` averages per-image values (an infinite Hausdorff, from an image with no prediction,
         is left out of the mean and counted in ``inf_count``).
     """
     from densemed.data.io import read_label
@@ -359,6 +411,7 @@ def evaluate_instance_folders(
         raise DensemedError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
     images = []
     tp = fp = fn = 0
+    set_terms: dict[str, list[np.ndarray]] = {"object_dice": [], "object_hausdorff": []}
     for stem, tpath in truths.items():
         truth, tmeta = read_label(tpath)
         truth = check_instances(truth, tpath)
@@ -366,7 +419,10 @@ def evaluate_instance_folders(
         pred = check_instances(pred, preds[stem])
         if pred.shape != truth.shape:
             raise DensemedError(f"{preds[stem]}: size {pred.shape} differs from the truth {truth.shape}")
-        scores = instance_scores(pred, truth, tmeta.spacing, hausdorff=hausdorff)
+        terms: dict[str, np.ndarray] = {}
+        scores = instance_scores(pred, truth, tmeta.spacing, hausdorff=hausdorff, terms=terms)
+        for key, value in terms.items():
+            set_terms[key].append(value)
         f1 = object_f1(pred, truth)
         tp, fp, fn = tp + f1["tp"], fp + f1["fp"], fn + f1["fn"]
         images.append({"name": stem, "pred": str(preds[stem]), "truth": str(tpath), **scores})
@@ -385,7 +441,8 @@ def evaluate_instance_folders(
         "mean": mean,
         "inf_count": inf_count,
         "pooled": {"object_f1": pooled["f1"], "precision": pooled["precision"], "recall": pooled["recall"],
-                   "tp": tp, "fp": fp, "fn": fn},
+                   "tp": tp, "fp": fp, "fn": fn, "object_dice": set_level(set_terms["object_dice"]),
+                   **({"object_hausdorff": set_level(set_terms["object_hausdorff"])} if hausdorff else {})},
         "unmatched_predictions": sorted(s for s in preds if s not in truths),
     }
 
@@ -411,6 +468,9 @@ def format_instance_table(result: Mapping[str, Any]) -> str:
     lines.append(
         f"pooled object F1 {p['object_f1']:.4f} (precision {p['precision']:.4f}, recall {p['recall']:.4f}; "
         f"TP {p['tp']}, FP {p['fp']}, FN {p['fn']})"
+        + (f", set-level object Dice {p['object_dice']:.4f}" if "object_dice" in p else "")
+        + (f", object Hausdorff {p['object_hausdorff']:.4f}" if "object_hausdorff" in p else "")
+        + " (GlaS challenge: all images pooled)"
     )
     if result["inf_count"].get("object_hausdorff"):
         n_inf = result["inf_count"]["object_hausdorff"]
