@@ -11,7 +11,7 @@ import pytest
 from densemed import config
 from densemed.cli import main
 from densemed.data.io import write_label
-from densemed.plan import MIN_STEPS, _touching, fingerprint, plan
+from densemed.plan import MIN_STEPS, WIDE_STEPS, _touching, fingerprint, plan
 
 DATA = config.data_home()
 
@@ -184,7 +184,8 @@ def test_large_objects_shrink_2d_instance_images_until_the_largest_spans_at_most
     recipe, why = plan(fingerprint(tmp_path), 10, step_time=fixed_time(0.1))
     assert recipe["data"]["target_spacing"] == [4.0, 4.0]
     assert recipe["data"]["patch_size"] == [144, 144]  # 600 / 4 = 150, rounded down to a multiple of 2^4
-    assert any(d.startswith("target spacing: 4x4 (images shrunk 4x)") for d, _ in why)
+    spacing_lines = [d for d, _ in why if d.startswith("target spacing")]
+    assert spacing_lines == ["target spacing: 4x4 (images shrunk 4x)"]  # one decision, one line
     config.from_dict(recipe, "plan")
 
 
@@ -233,8 +234,12 @@ def test_anisotropic_ct_volumes_keep_spacing_get_anisotropic_patch_and_ct_window
 def test_width_is_the_widest_that_gets_enough_steps(tmp_path: Path) -> None:
     tiny_2d(tmp_path)
     fp = fingerprint(tmp_path)
-    # 10 min: 540 s of training. Step 0.1 s x width/16 -> width 16 gets 5400 steps, width 32 2700 >= 1000
+    # 10 min: 540 s of training. Step 0.1 s x width/16 -> width 16 gets 5400 steps, width 32 2700 < 4000
     recipe, _ = plan(fp, 10, step_time=lambda model, *a: 0.1 * model["base_width"] / 16)
+    assert recipe["model"]["base_width"] == 16
+    # 0.05 s x width/16 -> width 16 gets 10800 >= 2 x 4000, width 32 5400 >= 4000
+    assert 2700 < WIDE_STEPS <= 5400
+    recipe, _ = plan(fp, 10, step_time=lambda model, *a: 0.05 * model["base_width"] / 16)
     assert recipe["model"]["base_width"] == 32
     # 1 s per step -> 540 steps < MIN_STEPS for every width: the narrowest
     assert 540 < MIN_STEPS

@@ -52,8 +52,10 @@ Decisions (:func:`plan`, each returned with its reason):
   float32 (bf16 would run emulated: a U-Net step measured 4x slower on an AVX2 CPU).
   With bf16, ``train.channels_last: true`` too (oneDNN's bf16 convolutions run channels-last natively).
 * Network and width: a U-Net (depth 4 in 2D, 3 in 3D, batch norm); base widths 16, then 32 or 8, are timed
-  on this machine (:func:`measure_step`, three steps after one warm-up, cached) and the widest one that
-  still gets ``MIN_STEPS`` optimiser steps within 90 % of the budget is chosen (8 when none does).
+  on this machine (:func:`measure_step`, three steps after one warm-up, cached): width 16 when it gets
+  ``MIN_STEPS`` (1,000) optimiser steps within 90 % of the budget (8 when it does not), 32 when that gets
+  ``WIDE_STEPS`` (4,000): measured at 30 min on a 2-core CPU, width 32 with ~2,200-3,300 steps scored below
+  width 16 with ~4,500 on DSB nuclei and the hippocampus, so a wider net needs the steps to use it.
 * Loss: ``dice_ce`` for classes; for instance labels whose objects touch (>= ``TOUCH_FRACTION`` of them)
   the instance task with 1-px seams between touching objects (``task.seams``,
   :mod:`densemed.targets.seams`), the U-Net border weight map (Ronneberger et al. 2015, Eq. 2, w0 = 10,
@@ -95,6 +97,9 @@ PATCH_VOXELS = {2: 256 * 256, 3: 48 * 48 * 48}
 BATCH_VOXELS = 4 * 256 * 256
 #: fewest optimiser steps a width must get within the budget to be chosen
 MIN_STEPS = 1000
+#: fewest steps for the wider network (base width 32): at 30 min on a 2-core CPU width 32 (~2,200 steps on
+#: DSB, ~3,300 on the hippocampus) scored below width 16 (~4,500 steps) on both (README, issue 17)
+WIDE_STEPS = 4000
 #: fraction of objects touching another above which the instance recipe separates touching objects
 TOUCH_FRACTION = 0.1
 #: distance (voxels, chessboard) within which two objects count as near, reported in the fingerprint: 2 sigma
@@ -526,23 +531,24 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     same = all(np.allclose(s, fp.spacings[0], rtol=0.01) for s in fp.spacings)
     sp_text = "x".join(f"{v:g}" for v in fp.median_spacing)
     if fp.anisotropy >= ANISOTROPY:
-        why.append(("target spacing: kept (no resampling)", f"anisotropic spacing {sp_text} (ratio "
-                    f"{fp.anisotropy:.1f} >= {ANISOTROPY:g}): resampling would invent or discard slices"))
+        spacing_why = ("target spacing: kept (no resampling)", f"anisotropic spacing {sp_text} (ratio "
+                       f"{fp.anisotropy:.1f} >= {ANISOTROPY:g}): resampling would invent or discard slices")
     elif same:
-        why.append(("target spacing: none", f"all {fp.n_sampled} sampled cases share spacing {sp_text}"))
+        spacing_why = ("target spacing: none", f"all {fp.n_sampled} sampled cases share spacing {sp_text}")
     else:
         target_spacing = [round(v, 4) for v in fp.median_spacing]
-        why.append((f"target spacing: {sp_text} (median)", f"{len(distinct)} different spacings in the sample"))
+        spacing_why = (f"target spacing: {sp_text} (median)", f"{len(distinct)} different spacings in the sample")
 
     shrink = shrink_factor(fp)
-    if shrink > 1:
+    if shrink > 1:  # one decision, one line: the spacing the network sees
         base = target_spacing or [float(v) for v in fp.median_spacing]
         target_spacing = [round(v * shrink, 4) for v in base]
         d95 = math.sqrt(4 * fp.object_sizes["p95"] / math.pi)
-        why.append((f"target spacing: {'x'.join(f'{v:g}' for v in target_spacing)} (images shrunk {shrink}x)", (
-            f"large objects: the 95th percentile spans {d95:.0f} px (equivalent diameter) > {OBJECT_SPAN} px, half "
-            f"a 256-px patch; shrunk {shrink}x they are seen whole with their surroundings (GlaS glands: object "
-            "F1 and Dice up, README); predictions come back to the input grid")))
+        spacing_why = (f"target spacing: {'x'.join(f'{v:g}' for v in target_spacing)} (images shrunk {shrink}x)", (
+            f"{spacing_why[1]}; large objects: the 95th percentile spans {d95:.0f} px (equivalent diameter) > "
+            f"{OBJECT_SPAN} px, half a 256-px patch; shrunk {shrink}x they are seen whole with their surroundings "
+            "(GlaS glands: object F1 and Dice up, README); predictions come back to the input grid"))
+    why.append(spacing_why)
 
     depth = DEPTH[dims]
     patch = _patch(fp, depth, shrink)
@@ -623,7 +629,7 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     width = 8
     if train_s / t(16) >= MIN_STEPS:
         width = 16
-        if train_s / t(16) >= 2 * MIN_STEPS and train_s / t(32) >= MIN_STEPS:
+        if train_s / t(16) >= 2 * WIDE_STEPS and train_s / t(32) >= WIDE_STEPS:
             width = 32
     elif train_s / t(8) < MIN_STEPS:
         why.append(("budget short", f"even width 8 gets only {int(train_s / t(8))} steps (< {MIN_STEPS}); "
@@ -631,8 +637,8 @@ def plan(fp: Fingerprint, budget_minutes: float, step_time: StepTimer | None = N
     measured = ", ".join(f"width {w}: {s:.3g} s" for w, s in sorted(times.items()))
     steps = int(train_s / t(width))
     why.append((f"network: unet depth {depth}, base width {width}", (
-        f"measured step time ({measured}); the widest with >= {MIN_STEPS} steps in 90% of {budget_minutes:g} min "
-        f"gets about {steps} steps")))
+        f"measured step time ({measured}); in 90% of {budget_minutes:g} min width 16 needs >= {MIN_STEPS} steps, "
+        f"32 >= {WIDE_STEPS} (fewer steps of a wider net scored lower, README); width {width} gets about {steps}")))
     model = {"name": "unet", "base_width": width, "depth": depth, "norm": "batch"}
 
     # loss and task
