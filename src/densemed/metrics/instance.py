@@ -169,12 +169,18 @@ def _pair_hausdorff(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | Non
 
 def object_hausdorff(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None) -> float:
     """GlaS object-level Hausdorff distance in pixels (or ``spacing`` units); lower is better."""
-    inter, ta, pa = overlap_matrix(pred, truth)
-    if len(ta) == 0 and len(pa) == 0:
-        return 0.0
+    return _hausdorff_with_terms(pred, truth, spacing, overlap_matrix(pred, truth))[0]
+
+
+def _hausdorff_with_terms(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None,
+                          overlap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[float, np.ndarray | None]:
+    """The object Hausdorff of one image and its :func:`_hausdorff_terms` (None when a map is empty:
+    0 when both are, ``inf`` when one is)."""
+    _, ta, pa = overlap
     if len(ta) == 0 or len(pa) == 0:
-        return float("inf")
-    return _weighted_mean(_hausdorff_terms(pred, truth, spacing, (inter, ta, pa)))
+        return (0.0 if len(ta) == len(pa) else float("inf")), None
+    terms = _hausdorff_terms(pred, truth, spacing, overlap)
+    return _weighted_mean(terms), terms
 
 
 def _hausdorff_terms(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None,
@@ -330,17 +336,19 @@ def instance_scores(
 ) -> dict[str, float]:
     """Every object-level score of one prediction, flat, for ``densemed evaluate --instances``.
 
-    ``terms``, when given, receives the unweighted sums of ``object_dice`` and (where both maps hold
-    objects) ``object_hausdorff`` for :func:`set_level`.
+    ``terms``, when given, receives what a set's pooled scores add up: the TP/FP/FN counts of
+    ``object_f1`` and the unweighted sums of ``object_dice`` and (where both maps hold objects)
+    ``object_hausdorff`` for :func:`set_level`.
 
     Keys: ``object_f1, object_precision, object_recall, object_dice, object_hausdorff, aji, pq,
     sq, dq (F1 at IoU 0.5), dsb_score, n_pred, n_true`` and, for 2D maps with ``shape``, ``descriptor_error``
     (:func:`densemed.metrics.shape.descriptor_error` over the F1 matches; NaN without a match).
     """
     overlap = overlap_matrix(pred, truth)  # once: the costly part on large maps
-    if terms is not None:  # the set-level sums (set_level), for a folder's pooled scores
-        terms["object_dice"] = _dice_terms(*overlap)
     f1 = _object_f1(*overlap)
+    if terms is not None:  # the sums a folder's pooled (set-level) scores add up
+        terms["object_f1"] = np.array([f1["tp"], f1["fp"], f1["fn"]])
+        terms["object_dice"] = _dice_terms(*overlap)
     pq = _pq(*overlap)
     out = {
         "object_f1": f1["f1"],
@@ -356,14 +364,9 @@ def instance_scores(
         "n_true": float(len(overlap[1])),
     }
     if hausdorff:
-        inter, ta, pa = overlap
-        if len(ta) and len(pa):
-            hterms = _hausdorff_terms(pred, truth, spacing, overlap)
-            out["object_hausdorff"] = _weighted_mean(hterms)
-            if terms is not None:
-                terms["object_hausdorff"] = hterms
-        else:
-            out["object_hausdorff"] = 0.0 if len(ta) == len(pa) else float("inf")
+        out["object_hausdorff"], hterms = _hausdorff_with_terms(pred, truth, spacing, overlap)
+        if terms is not None and hterms is not None:
+            terms["object_hausdorff"] = hterms
     if shape and np.ndim(truth) == 2:
         from densemed.metrics.shape import descriptor_error, match_objects
 
@@ -410,8 +413,7 @@ def evaluate_instance_folders(
     if missing:
         raise DensemedError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
     images = []
-    tp = fp = fn = 0
-    set_terms: dict[str, list[np.ndarray]] = {"object_dice": [], "object_hausdorff": []}
+    set_terms: dict[str, list[np.ndarray]] = {"object_f1": [], "object_dice": [], "object_hausdorff": []}
     for stem, tpath in truths.items():
         truth, tmeta = read_label(tpath)
         truth = check_instances(truth, tpath)
@@ -423,8 +425,6 @@ def evaluate_instance_folders(
         scores = instance_scores(pred, truth, tmeta.spacing, hausdorff=hausdorff, terms=terms)
         for key, value in terms.items():
             set_terms[key].append(value)
-        f1 = object_f1(pred, truth)
-        tp, fp, fn = tp + f1["tp"], fp + f1["fp"], fn + f1["fn"]
         images.append({"name": stem, "pred": str(preds[stem]), "truth": str(tpath), **scores})
     metrics = [m for m in INSTANCE_METRICS if (hausdorff or m != "object_hausdorff")
                and all(m in im for im in images)]  # descriptor_error: 2D only
@@ -434,6 +434,7 @@ def evaluate_instance_folders(
         finite = vals[np.isfinite(vals)]
         mean[m] = float(finite.mean()) if finite.size else None
         inf_count[m] = int((~np.isfinite(vals)).sum())
+    tp, fp, fn = (int(v) for v in np.sum(set_terms["object_f1"], axis=0))  # truths is never empty here
     pooled = _prf(tp, fp, fn)
     return {
         "metrics": metrics,
