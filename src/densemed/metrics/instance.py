@@ -174,8 +174,10 @@ def object_hausdorff(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[floa
 
 def _hausdorff_with_terms(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None,
                           overlap: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[float, np.ndarray | None]:
-    """The object Hausdorff of one image and its :func:`_hausdorff_terms` (None when a map is empty:
-    0 when both are, ``inf`` when one is)."""
+    """The object Hausdorff of one image and its :func:`_hausdorff_terms`.
+
+    The terms are None when a map is empty: the distance is then 0 when both are, ``inf`` when one is.
+    """
     _, ta, pa = overlap
     if len(ta) == 0 or len(pa) == 0:
         return (0.0 if len(ta) == len(pa) else float("inf")), None
